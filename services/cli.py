@@ -1,0 +1,148 @@
+"""`mom`: the one command for operators and developers."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from services.common import localstack
+from services.common.settings import REPO_ROOT, KafkaSettings
+
+SERVICES = ("ingest", "execution", "quality", "maintenance", "inventory")
+
+
+def available_services() -> tuple[str, ...]:
+    """The services this checkout can run (a package with a __main__), in start order."""
+    return tuple(s for s in SERVICES if (Path(__file__).parent / s / "__main__.py").exists())
+
+
+def migrated_services() -> tuple[str, ...]:
+    return tuple(s for s in SERVICES if (REPO_ROOT / "migrations" / "versions" / s).is_dir())
+
+
+def prepare(status: dict) -> None:
+    """What must exist before services start: topics from the catalogue, every service schema migrated."""
+    from services.common.catalogue import Catalogue
+    from services.common.kafka import apply_topics
+    from services.common.migrations import upgrade
+
+    outcome = apply_topics(KafkaSettings(bootstrap=status["kafka"]["bootstrap"]), Catalogue.load())
+    changed = {name: what for name, what in outcome.items() if what != "unchanged"}
+    if changed:
+        print(f"topics: {changed}", file=sys.stderr)
+    for service in migrated_services():
+        upgrade(status["database"]["service_urls"][service], service)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    config = localstack.StackConfig.from_env()
+    services = () if args.infra else available_services()
+    status = localstack.up(config, services=services, after_infra=prepare)
+    print(json.dumps(status, indent=2) if args.json else _describe(status))
+    return 0
+
+
+def cmd_down(_args: argparse.Namespace) -> int:
+    localstack.down(localstack.StackConfig.from_env())
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = localstack.status(localstack.StackConfig.from_env())
+    print(json.dumps(status, indent=2) if args.json else _describe(status))
+    return 0
+
+
+def _describe(status: dict) -> str:
+    def mark(running: bool) -> str:
+        return "running" if running else "stopped"
+
+    lines = [
+        f"kafka     {mark(status['kafka']['running']):8} {status['kafka']['bootstrap']}",
+        f"database  {mark(status['database']['running']):8} {status['database']['url']}",
+        f"registry  {mark(status['registry']['running']):8} {status['registry']['url'] or '(none: single-object encoding)'}",
+        f"ingest    {mark(status['ingest']['running']):8} {status['ingest']['url']}  token {status['ingest']['token']}",
+    ]
+    for name, service in status["services"].items():
+        lines.append(f"{name:<9} {mark(service['running']):8} {service['metrics']}")
+    return "\n".join(lines)
+
+
+def cmd_topics_apply(args: argparse.Namespace) -> int:
+    from services.common.catalogue import Catalogue
+    from services.common.kafka import apply_topics
+
+    kafka = KafkaSettings.from_env(os.environ)
+    outcome = apply_topics(kafka, Catalogue.load(), replication_factor=args.replication_factor)
+    for name, what in sorted(outcome.items()):
+        print(f"{name:<28} {what}")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from services.common.migrations import upgrade
+
+    url = os.environ.get("MOM_DATABASE_URL")
+    for service in args.services or migrated_services():
+        if service not in migrated_services():
+            print(f"mom migrate: {service!r} has no migrations (known: {', '.join(migrated_services())})", file=sys.stderr)
+            return 2
+        service_url = url or localstack.status(localstack.StackConfig.from_env())["database"]["service_urls"][service]
+        upgrade(service_url, service)
+        print(f"{service}: at head")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.service not in available_services():
+        print(f"mom run: unknown service {args.service!r} (known: {', '.join(available_services())})", file=sys.stderr)
+        return 2
+    os.execv(sys.executable, [sys.executable, "-m", f"services.{args.service}"])
+    return 0  # not reached
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="mom", description="Run and operate the MOM backend.")
+    sub = root.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start Kafka, PostgreSQL, the registry and every service (idempotent)")
+    up.add_argument("--infra", action="store_true", help="start the infrastructure only, no services")
+    up.add_argument("--json", action="store_true", help="print the status as JSON")
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="stop what `mom up` started, and nothing else")
+    down.set_defaults(func=cmd_down)
+
+    status = sub.add_parser("status", help="what runs, and where a client connects")
+    status.add_argument("--json", action="store_true", help="machine-readable")
+    status.set_defaults(func=cmd_status)
+
+    topics = sub.add_parser("topics", help="Kafka topics from schemas/topics.yaml")
+    topics_sub = topics.add_subparsers(dest="topics_command", required=True)
+    apply = topics_sub.add_parser("apply", help="create or update every catalogued topic (idempotent)")
+    apply.add_argument("--replication-factor", type=int, default=None, help="for new topics (default: catalogue)")
+    apply.set_defaults(func=cmd_topics_apply)
+
+    migrate = sub.add_parser("migrate", help="bring service schemas to their latest migration")
+    migrate.add_argument("services", nargs="*", help="default: every service with migrations")
+    migrate.set_defaults(func=cmd_migrate)
+
+    run = sub.add_parser("run", help="run one service in the foreground (as a container does)")
+    run.add_argument("service")
+    run.set_defaults(func=cmd_run)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except localstack.StackError as exc:
+        print(f"mom {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

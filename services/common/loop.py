@@ -1,0 +1,323 @@
+"""The consumer loop every service runs: batch, decode, skip what is done, fold, commit, publish.
+
+Exactness rests on two rules. On partition assignment the loop seeks to the positions stored in
+PostgreSQL (what Kafka committed never decides where processing resumes). A batch's position update
+is conditional on the position it started from, so a worker that lost a partition cannot apply a
+batch its successor applies too.
+
+Per batch, in order:
+  1. consume up to N records (one blocking call, in a thread);
+  2. decode them and drop records below the stored position;
+  3. in ONE transaction: claim event ids (duplicates drop out), fold the events into the projection,
+     add derived events to the outbox, keep undecodable records in dead_letters, advance positions;
+  4. after commit: wake the outbox relay, report metrics, commit offsets to Kafka as a lag hint.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.common import metrics
+from services.common.avro import Codec, DecodeError, EventMapper
+from services.common.catalogue import Catalogue
+from services.common.db import (
+    OutboxRow,
+    Span,
+    StalePosition,
+    add_dead_letters,
+    add_outbox,
+    advance_positions,
+    claim_event_ids,
+    load_positions,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Projector(Protocol):
+    """A service's projection: folds a batch of events into its tables, returns derived events."""
+
+    async def apply(self, conn: AsyncConnection, events: Sequence[Any]) -> Sequence[Any]: ...
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What a service hands the shared loop: no Kafka, no faust, no codec."""
+
+    name: str
+    input_topics: tuple[str, ...]
+    events: EventMapper            # the event classes it consumes and emits
+    projector: Projector
+
+
+@dataclass
+class _Item:
+    topic: str
+    partition: int
+    offset: int
+    event: Any
+
+
+@dataclass
+class _Batch:
+    items: list[_Item] = field(default_factory=list)
+    dead: list[dict[str, Any]] = field(default_factory=list)
+    spans: dict[tuple[str, int], list[int]] = field(default_factory=dict)  # (topic, partition) -> [start, next]
+    skipped: int = 0
+    applied: list[Any] = field(default_factory=list)  # filled in by the commit
+    duplicates: int = 0
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+class ConsumerLoop:
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        catalogue: Catalogue,
+        codec: Codec,
+        engine: AsyncEngine,
+        consumer: Consumer,
+        *,
+        batch_max_events: int = 2000,
+        batch_max_wait_s: float = 0.05,
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._spec = spec
+        self._catalogue = catalogue
+        self._codec = codec
+        self._engine = engine
+        self._consumer = consumer
+        self._max = batch_max_events
+        self._wait = batch_max_wait_s
+        self._on_commit = on_commit
+        self._positions: dict[tuple[str, int], int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = asyncio.Event()
+        self.assigned = asyncio.Event()
+        self.last_progress = time.time()
+        self._name = spec.name
+
+    # -- partition assignment (called by librdkafka inside consume(), on the consuming thread) --
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assert self._loop is not None
+        wanted = [(p.topic, p.partition) for p in partitions]
+        stored = asyncio.run_coroutine_threadsafe(self._load(wanted), self._loop).result()
+        for p in partitions:
+            p.offset = stored[(p.topic, p.partition)]
+        self._positions.update(stored)
+        consumer.assign(partitions)
+        self._loop.call_soon_threadsafe(self.assigned.set)
+        log.info("assigned", extra={"fields": {"partitions": {f"{t}[{n}]": o for (t, n), o in stored.items()}}})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for p in partitions:
+            self._positions.pop((p.topic, p.partition), None)
+        consumer.unassign()
+        if self._loop is not None and not self._positions:
+            self._loop.call_soon_threadsafe(self.assigned.clear)
+        log.info("revoked", extra={"fields": {"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]}})
+
+    async def _load(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        async with self._engine.begin() as conn:
+            return await load_positions(conn, partitions)
+
+    # -- the loop --
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._consumer.subscribe(list(self._spec.input_topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                await self.run_once()
+                backoff = 0.5
+            except Exception as exc:
+                if not _is_transient(exc):
+                    raise
+                log.warning("database unavailable, retrying", extra={"fields": {"error": str(exc)[:300], "in_s": backoff}})
+                await self._resync()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def run_once(self) -> int:
+        """Consume and commit one batch; returns the number of records it covered."""
+        records = await asyncio.to_thread(self._consumer.consume, self._max, self._wait)
+        self.last_progress = time.time()
+        metrics.LAST_PROGRESS.labels(self._name).set(self.last_progress)
+        if not records:
+            return 0
+        started = time.perf_counter()
+        batch = self._decode(records)
+        if not batch.spans:
+            return 0
+        try:
+            await self._commit(batch)
+        except StalePosition as exc:
+            metrics.STALE_BATCHES.labels(self._name).inc()
+            log.warning("batch refused: position moved", extra={"fields": {"error": str(exc)}})
+            await self._resync()
+            return 0
+        except Exception as exc:
+            if _is_transient(exc):
+                raise
+            log.error("batch failed; retrying its events one by one", exc_info=True)
+            await self._commit_one_by_one(batch)
+        self._after_commit(batch, started)
+        return sum(n - s for s, n in batch.spans.values())
+
+    def _decode(self, records: list) -> _Batch:
+        batch = _Batch()
+        mapper = self._spec.events
+        for record in records:
+            error = record.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error", extra={"fields": {"error": str(error)}})
+                continue
+            tp = (record.topic(), record.partition())
+            position = self._positions.get(tp)
+            offset = record.offset()
+            if position is None or offset < position:
+                continue  # not ours any more, or already processed before a restart
+            span = batch.spans.get(tp)
+            if span is None:
+                batch.spans[tp] = [position, offset + 1]
+            else:
+                span[1] = offset + 1
+            event_type = None
+            try:
+                event_type, body = self._codec.decode(record.value())
+                if not mapper.knows(event_type):
+                    batch.skipped += 1
+                    continue
+                batch.items.append(_Item(tp[0], tp[1], offset, mapper.to_event(event_type, body)))
+            except (DecodeError, TypeError, KeyError, ValueError) as exc:
+                batch.dead.append(self._dead_letter(tp, offset, event_type, f"decode: {exc}", record.value()))
+        return batch
+
+    @staticmethod
+    def _dead_letter(tp: tuple[str, int], offset: int, event_type: str | None, error: str, payload: bytes | None) -> dict:
+        return {"topic": tp[0], "partition": tp[1], "offset": offset, "event_type": event_type,
+                "error": error[:2000], "payload": payload}
+
+    async def _commit(self, batch: _Batch) -> None:
+        # Duplicates inside one batch: the first copy wins, as it would across batches.
+        unique: dict[str, _Item] = {}
+        for item in batch.items:
+            unique.setdefault(item.event.event_id, item)
+        async with self._engine.begin() as conn:
+            fresh = await claim_event_ids(conn, list(unique))
+            events = [item.event for item in batch.items if item.event.event_id in fresh and unique[item.event.event_id] is item]
+            derived = await self._spec.projector.apply(conn, events) if events else ()
+            await add_outbox(conn, [self._outbox_row(event) for event in derived])
+            await add_dead_letters(conn, batch.dead)
+            await advance_positions(conn, [Span(t, p, s, n) for (t, p), (s, n) in batch.spans.items()])
+        batch.duplicates = len(batch.items) - len(events)
+        batch.applied = events
+
+    async def _commit_one_by_one(self, batch: _Batch) -> None:
+        """A handler raised: apply each event alone, and keep the one that fails as a dead letter."""
+        cursor = {tp: span[0] for tp, span in batch.spans.items()}
+        applied: list[Any] = []
+        duplicates = 0
+        for item in batch.items:
+            tp = (item.topic, item.partition)
+            single = _Batch(items=[item], spans={tp: [cursor[tp], item.offset + 1]})
+            single.dead = [d for d in batch.dead if (d["topic"], d["partition"]) == tp and cursor[tp] <= d["offset"] < item.offset]
+            try:
+                await self._commit(single)
+                applied.extend(single.applied)
+                duplicates += single.duplicates
+            except Exception as exc:
+                if _is_transient(exc) or isinstance(exc, StalePosition):
+                    raise
+                event_type = type(item.event).__name__
+                metrics.EVENTS_FAILED.labels(self._name, event_type, "handler").inc()
+                log.error("event failed; kept in dead_letters", exc_info=True,
+                          extra={"fields": {"event_id": item.event.event_id, "offset": item.offset}})
+                single.items = []
+                single.dead.append(self._dead_letter(tp, item.offset, event_type, f"handler: {exc!r}", None))
+                await self._commit(single)
+            cursor[tp] = item.offset + 1
+        tail = _Batch(spans={tp: [cursor[tp], span[1]] for tp, span in batch.spans.items() if cursor[tp] < span[1]})
+        tail.dead = [d for d in batch.dead if cursor[(d["topic"], d["partition"])] <= d["offset"]]
+        if tail.spans:
+            await self._commit(tail)
+        batch.applied = applied
+        batch.duplicates = duplicates
+
+    def _outbox_row(self, event: Any) -> OutboxRow:
+        event_type = type(event).__name__
+        record = self._spec.events.to_record(event)
+        key = self._catalogue.key_for(event_type, record)
+        return OutboxRow(
+            event_id=event.event_id,
+            event_type=event_type,
+            topic=self._catalogue.topic_for(event_type).name,
+            key=key.encode(),
+            value=self._codec.encode(event_type, record),
+        )
+
+    def _after_commit(self, batch: _Batch, started: float) -> None:
+        now = time.time()
+        name = self._name
+        committed = []
+        for (topic, partition), (_, next_offset) in batch.spans.items():
+            if (topic, partition) in self._positions:
+                self._positions[(topic, partition)] = next_offset
+            committed.append(TopicPartition(topic, partition, next_offset))
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            if high >= 0:
+                metrics.CONSUMER_LAG.labels(name, topic, str(partition)).set(max(high - next_offset, 0))
+        try:
+            self._consumer.commit(offsets=committed, asynchronous=True)
+        except Exception:  # the hint is optional; the database holds the truth
+            log.debug("offset hint not committed", exc_info=True)
+        applied = batch.applied
+        for event_type, count in Counter(type(event).__name__ for event in applied).items():
+            metrics.EVENTS_PROCESSED.labels(name, event_type).inc(count)
+        if applied:
+            metrics.EVENT_LATENCY.labels(name).observe(max(now - applied[-1].occurred_at.timestamp(), 0.0))
+            metrics.ARRIVAL_LATENCY.labels(name).observe(max(now - applied[-1].recorded_at.timestamp(), 0.0))
+        for dead in batch.dead:
+            metrics.EVENTS_FAILED.labels(name, dead["event_type"] or "unknown", "decode").inc()
+        if batch.duplicates:
+            metrics.EVENTS_DUPLICATE.labels(name).inc(batch.duplicates)
+        if batch.skipped:
+            metrics.EVENTS_SKIPPED.labels(name).inc(batch.skipped)
+        metrics.BATCH_SIZE.labels(name).observe(len(batch.items))
+        metrics.BATCH_DURATION.labels(name).observe(time.perf_counter() - started)
+        self._on_commit()
+
+    async def _resync(self) -> None:
+        """Reload positions of the current assignment from the database and seek there."""
+        assignment = await asyncio.to_thread(self._consumer.assignment)
+        if not assignment:
+            return
+        wanted = [(p.topic, p.partition) for p in assignment]
+        try:
+            stored = await self._load(wanted)
+        except Exception:
+            return  # the database is still away; the caller backs off and retries
+        for (topic, partition), offset in stored.items():
+            self._positions[(topic, partition)] = offset
+            await asyncio.to_thread(self._consumer.seek, TopicPartition(topic, partition, offset))
+
+    def lags(self) -> dict[str, int]:
+        return {f"{t}[{p}]": o for (t, p), o in self._positions.items()}

@@ -1,0 +1,126 @@
+"""The worker host: wires a service's spec to the loop, the relay and the HTTP endpoints, and runs them.
+
+This is the only place that knows how a worker process lives: signals, health, readiness, metrics.
+Services hand over a ServiceSpec and never touch Kafka, the codec or the event loop themselves.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from confluent_kafka import Consumer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common import kafka
+from services.common import logging as mom_logging
+from services.common.avro import codec_for
+from services.common.catalogue import Catalogue
+from services.common.db import make_engine
+from services.common.loop import ConsumerLoop, ServiceSpec
+from services.common.outbox import OutboxRelay
+from services.common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LIVENESS_WINDOW_S = 120.0  # the consume loop must have polled within this long to count as alive
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    spec: ServiceSpec
+    engine: AsyncEngine
+    loop: ConsumerLoop
+    relay: OutboxRelay
+    consumer: Consumer
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        silent_for = time.time() - self.loop.last_progress
+        if silent_for > LIVENESS_WINDOW_S:
+            return web.json_response({"status": "stalled", "silent_for_s": round(silent_for, 1)}, status=503)
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        problems = []
+        if not self.loop.assigned.is_set():
+            problems.append("no partitions assigned")
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            problems.append(f"database: {str(exc)[:200]}")
+        if problems:
+            return web.json_response({"status": "not ready", "problems": problems}, status=503)
+        return web.json_response({"status": "ready", "positions": self.loop.lags()})
+
+
+def build_worker(settings: Settings, make_spec: Callable[[Catalogue], ServiceSpec]) -> Worker:
+    """The composition root of a worker: nothing connects until run() is awaited."""
+    catalogue = Catalogue.load(settings.schemas_dir)
+    codec = codec_for(catalogue, settings.registry_url, settings.schemas_dir)
+    engine = make_engine(settings.database_url, settings.db_schema)
+    spec = make_spec(catalogue)
+    relay = OutboxRelay(settings.service, engine, kafka.producer(settings.kafka))
+    consumer = kafka.consumer(settings.kafka, settings.group_id)
+    loop = ConsumerLoop(
+        spec, catalogue, codec, engine, consumer,
+        batch_max_events=settings.batch_max_events, batch_max_wait_s=settings.batch_max_wait_s,
+        on_commit=relay.wake,
+    )
+    return Worker(settings, spec, engine, loop, relay, consumer)
+
+
+async def metrics_endpoint(_request: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest())
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return response
+
+
+async def serve(worker: Worker) -> None:
+    """Run until SIGTERM or SIGINT: the loop finishes its batch, the relay drains, then everything closes."""
+    app = web.Application()
+    app.router.add_get("/healthz", worker.healthz)
+    app.router.add_get("/readyz", worker.readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, worker.settings.http_host, worker.settings.http_port)
+    await site.start()
+    stop = asyncio.Event()
+    aio = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        aio.add_signal_handler(sig, stop.set)
+    log.info("started", extra={"fields": {"port": worker.settings.http_port, "topics": worker.spec.input_topics}})
+    loop_task = asyncio.create_task(worker.loop.run(), name="consumer-loop")
+    relay_task = asyncio.create_task(worker.relay.run(), name="outbox-relay")
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({loop_task, relay_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    worker.loop.stop()
+    for task in done:
+        if task is not stopper and task.exception() is not None:
+            log.error("task failed", exc_info=task.exception())
+    await asyncio.gather(loop_task, return_exceptions=True)
+    worker.relay.stop()
+    await asyncio.gather(relay_task, return_exceptions=True)
+    stopper.cancel()
+    await asyncio.to_thread(worker.consumer.close)
+    await runner.cleanup()
+    await worker.engine.dispose()
+    log.info("stopped")
+    failed = [t for t in (loop_task, relay_task) if t.done() and not t.cancelled() and t.exception()]
+    if failed:
+        raise SystemExit(1)
+
+
+def run_service(settings: Settings, make_spec: Callable[[Settings, Catalogue], ServiceSpec]) -> None:
+    """Entry point of `python -m services.<name>`, given the settings its __main__ read once."""
+    mom_logging.configure(settings.service, settings.log_level)
+    worker = build_worker(settings, lambda catalogue: make_spec(settings, catalogue))
+    asyncio.run(serve(worker))

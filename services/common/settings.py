@@ -1,0 +1,105 @@
+"""Frozen settings read once from the environment; every service builds on these."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: must be an integer") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r}: must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: must be a number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r}: must be at least {minimum}")
+    return value
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Turn a libpq URL into the SQLAlchemy URL of the async psycopg 3 driver."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    raise SettingsError(f"MOM_DATABASE_URL={url!r}: must start with postgresql://")
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap: str = "127.0.0.1:19092"
+    client_config: Mapping[str, str] = field(default_factory=dict)  # security settings, passed to every client
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> KafkaSettings:
+        extra: dict[str, str] = {}
+        for name, key in (
+            ("MOM_KAFKA_SECURITY_PROTOCOL", "security.protocol"),
+            ("MOM_KAFKA_SASL_MECHANISM", "sasl.mechanism"),
+            ("MOM_KAFKA_SASL_USERNAME", "sasl.username"),
+            ("MOM_KAFKA_SASL_PASSWORD", "sasl.password"),
+            ("MOM_KAFKA_SSL_CA_LOCATION", "ssl.ca.location"),
+        ):
+            if env.get(name):
+                extra[key] = env[name]
+        return cls(bootstrap=env.get("MOM_KAFKA_BOOTSTRAP", cls.bootstrap), client_config=extra)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every worker process needs; a service may extend it with its own frozen settings."""
+
+    service: str
+    kafka: KafkaSettings
+    database_url: str                 # libpq form; see sqlalchemy_url()
+    registry_url: str                 # empty: Avro single-object encoding, no registry
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    batch_max_events: int = 2000      # most events folded into one transaction
+    batch_max_wait_s: float = 0.05    # how long a batch may wait to fill up
+    log_level: str = "INFO"
+    schemas_dir: Path = REPO_ROOT / "schemas"
+    group_id: str = ""                # Kafka consumer group; default mom.<service>
+    db_schema: str = ""               # PostgreSQL schema the service writes; default its name
+
+    @classmethod
+    def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        database_url = env.get("MOM_DATABASE_URL", "postgresql://mom@127.0.0.1:15432/mom")
+        sqlalchemy_url(database_url)  # validate early, with the variable's name in the message
+        return cls(
+            service=service,
+            kafka=KafkaSettings.from_env(env),
+            database_url=database_url,
+            registry_url=env.get("MOM_REGISTRY_URL", ""),
+            http_host=env.get("MOM_HTTP_HOST", "127.0.0.1"),
+            http_port=_int(env, "MOM_HTTP_PORT", 0),
+            batch_max_events=_int(env, "MOM_BATCH_MAX_EVENTS", 2000, minimum=1),
+            batch_max_wait_s=_float(env, "MOM_BATCH_MAX_WAIT_MS", 50.0) / 1000.0,
+            log_level=env.get("MOM_LOG_LEVEL", "INFO").upper(),
+            schemas_dir=Path(env.get("MOM_SCHEMAS_DIR", str(REPO_ROOT / "schemas"))),
+            group_id=env.get("MOM_GROUP_ID", f"mom.{service}"),
+            db_schema=env.get("MOM_DB_SCHEMA", service),
+        )

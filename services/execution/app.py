@@ -1,0 +1,20 @@
+"""Wiring: which topics execution reads, which events it knows, and its projector."""
+from __future__ import annotations
+
+from services.common.avro import EventMapper
+from services.common.catalogue import Catalogue
+from services.common.loop import ServiceSpec
+from services.common.settings import Settings
+from services.execution.events import CONSUMED, EMITTED
+from services.execution.projections import ExecutionProjector
+from services.execution.settings import SERVICE
+
+
+def build(settings: Settings, catalogue: Catalogue) -> ServiceSpec:
+    topics = tuple(sorted({catalogue.topic_for(cls.__name__).name for cls in CONSUMED}))
+    return ServiceSpec(
+        name=SERVICE,
+        input_topics=topics,
+        events=EventMapper(CONSUMED + EMITTED),
+        projector=ExecutionProjector(),
+    )
