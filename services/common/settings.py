@@ -13,7 +13,7 @@ class SettingsError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -26,7 +26,7 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+def env_float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -82,6 +82,7 @@ class Settings:
     log_level: str = "INFO"
     schemas_dir: Path = REPO_ROOT / "schemas"
     group_id: str = ""                # Kafka consumer group; default mom.<service>
+    session_timeout_ms: int = 10000   # how soon a dead worker's partitions move to a live one
     db_schema: str = ""               # PostgreSQL schema the service writes; default its name
 
     @classmethod
@@ -95,11 +96,12 @@ class Settings:
             database_url=database_url,
             registry_url=env.get("MOM_REGISTRY_URL", ""),
             http_host=env.get("MOM_HTTP_HOST", "127.0.0.1"),
-            http_port=_int(env, "MOM_HTTP_PORT", 0),
-            batch_max_events=_int(env, "MOM_BATCH_MAX_EVENTS", 2000, minimum=1),
-            batch_max_wait_s=_float(env, "MOM_BATCH_MAX_WAIT_MS", 50.0) / 1000.0,
+            http_port=env_int(env, "MOM_HTTP_PORT", 0),
+            batch_max_events=env_int(env, "MOM_BATCH_MAX_EVENTS", 2000, minimum=1),
+            batch_max_wait_s=env_float(env, "MOM_BATCH_MAX_WAIT_MS", 50.0) / 1000.0,
             log_level=env.get("MOM_LOG_LEVEL", "INFO").upper(),
             schemas_dir=Path(env.get("MOM_SCHEMAS_DIR", str(REPO_ROOT / "schemas"))),
             group_id=env.get("MOM_GROUP_ID", f"mom.{service}"),
+            session_timeout_ms=env_int(env, "MOM_KAFKA_SESSION_TIMEOUT_MS", 10000, minimum=1000),
             db_schema=env.get("MOM_DB_SCHEMA", service),
         )

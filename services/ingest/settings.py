@@ -5,7 +5,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from services.common.settings import Settings, SettingsError, _float, _int
+from services.common.settings import Settings, SettingsError, env_float, env_int
 
 SERVICE = "ingest"
 DEFAULT_CLIENT_NAME = "client"  # the name of a bare token in MOM_INGEST_TOKENS
@@ -55,8 +55,8 @@ class IngestSettings:
         return cls(
             common=Settings.from_env(SERVICE, env),
             tokens=tokens,
-            max_events=_int(env, "MOM_INGEST_MAX_EVENTS", 10_000, minimum=1),
-            max_bytes=_int(env, "MOM_INGEST_MAX_BYTES", 10_485_760, minimum=1),
-            max_future_s=_float(env, "MOM_INGEST_MAX_FUTURE_S", 300.0),
-            ack_timeout_s=_float(env, "MOM_INGEST_ACK_TIMEOUT_S", 30.0, minimum=0.001),
+            max_events=env_int(env, "MOM_INGEST_MAX_EVENTS", 10_000, minimum=1),
+            max_bytes=env_int(env, "MOM_INGEST_MAX_BYTES", 10_485_760, minimum=1),
+            max_future_s=env_float(env, "MOM_INGEST_MAX_FUTURE_S", 300.0),
+            ack_timeout_s=env_float(env, "MOM_INGEST_ACK_TIMEOUT_S", 30.0, minimum=0.001),
         )
