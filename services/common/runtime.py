@@ -68,7 +68,10 @@ def build_worker(settings: Settings, make_spec: Callable[[Catalogue], ServiceSpe
     engine = make_engine(settings.database_url, settings.db_schema)
     spec = make_spec(catalogue)
     relay = OutboxRelay(settings.service, engine, kafka.producer(settings.kafka))
-    consumer = kafka.consumer(settings.kafka, settings.group_id)
+    consumer = kafka.consumer(settings.kafka, settings.group_id, **{
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": max(settings.session_timeout_ms // 4, 500),
+    })
     loop = ConsumerLoop(
         spec, catalogue, codec, engine, consumer,
         batch_max_events=settings.batch_max_events, batch_max_wait_s=settings.batch_max_wait_s,

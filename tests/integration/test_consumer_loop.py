@@ -1,0 +1,240 @@
+"""The shared consumer loop against the real broker and database: exact effects from at-least-once delivery."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer
+
+from services.common import kafka
+from services.common.db import Span, StalePosition, advance_positions, load_positions, make_engine
+from services.common.runtime import build_worker
+from services.execution.app import build as build_execution
+from services.execution.projections import ExecutionProjector
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
+
+
+def unit() -> str:
+    return f"acme.berlin.assembly.line1.press{uuid.uuid4().hex[:8]}"
+
+
+def produce(prepared, events: list[dict]) -> None:
+    producer = kafka.producer(prepared.kafka)
+    for event in events:
+        event_type = event["type"]
+        record = {k: v for k, v in event.items() if k != "type"}
+        record.setdefault("recorded_at", record["occurred_at"])
+        record.setdefault("source", "test")
+        record.setdefault("correlation_id", None)
+        producer.produce(prepared.catalogue.topic_for(event_type).name,
+                         key=prepared.catalogue.key_for(event_type, record).encode(),
+                         value=prepared.codec.encode(event_type, record))
+    assert producer.flush(30) == 0
+
+
+def parts(equipment: str, n: int, *, good: int = 3, reject: int = 1, prefix: str = "") -> list[dict]:
+    return [{"type": "PartsProduced", "event_id": f"{prefix or equipment}-p{i}", "occurred_at": T0 + timedelta(seconds=30 * i),
+             "equipment_id": equipment, "good": good, "reject": reject, "order_id": None} for i in range(n)]
+
+
+def states(equipment: str, sequence: list[str]) -> list[dict]:
+    return [{"type": "MachineStateChanged", "event_id": f"{equipment}-s{i}", "occurred_at": T0 + timedelta(minutes=i),
+             "equipment_id": equipment, "state": s, "reason_code": "JAM" if s == "DOWN" else None}
+            for i, s in enumerate(sequence)]
+
+
+def query(prepared, schema: str, sql: str, *args) -> list[tuple]:
+    with psycopg.connect(prepared.superuser_url, options=f"-c search_path={schema}") as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def end_offsets(prepared, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": prepared.kafka.bootstrap, "group.id": "offsets-probe"})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        from confluent_kafka import TopicPartition
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                   for p in metadata.topics[topic].partitions)
+    finally:
+        consumer.close()
+
+
+async def run_until(worker, done: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    tasks = [asyncio.create_task(worker.loop.run()), asyncio.create_task(worker.relay.run())]
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            for task in tasks:
+                if task.done():
+                    task.result()
+            assert time.monotonic() < deadline, "the worker did not catch up in time"
+            await asyncio.sleep(0.2)
+    finally:
+        worker.loop.stop()
+        await asyncio.gather(tasks[0], return_exceptions=True)
+        worker.relay.stop()
+        await asyncio.gather(tasks[1], return_exceptions=True)
+        await asyncio.to_thread(worker.consumer.close)
+        await worker.engine.dispose()
+
+
+def caught_up(prepared, settings) -> Callable[[], bool]:
+    topic = prepared.catalogue.topic_for("PartsProduced").name
+    target = end_offsets(prepared, topic)
+
+    def check() -> bool:
+        rows = query(prepared, settings.db_schema, "SELECT coalesce(sum(next_offset), 0) FROM positions WHERE topic = %s", topic)
+        return rows[0][0] >= target
+    return check
+
+
+async def test_a_batch_commits_rows_positions_and_derived_events_together(prepared, scratch):
+    # Given a work unit that runs, goes down and runs again, and reports parts
+    press = unit()
+    produce(prepared, states(press, ["RUNNING", "DOWN", "RUNNING"]) + parts(press, 40))
+    # When a worker consumes everything there is
+    worker = build_worker(scratch, lambda catalogue: build_execution(scratch, catalogue))
+    await run_until(worker, caught_up(prepared, scratch))
+    # Then its state, its counts and its position are in the database
+    assert query(prepared, scratch.db_schema, "SELECT state, since FROM equipment_state WHERE equipment_id = %s", press) == [
+        ("RUNNING", T0 + timedelta(minutes=2))]
+    assert query(prepared, scratch.db_schema, "SELECT sum(good), sum(reject) FROM hourly_counts WHERE equipment_id = %s",
+                 press) == [(120, 40)]
+    # And the derived downtime events left through the outbox
+    assert query(prepared, scratch.db_schema, "SELECT count(*) FROM outbox") == [(0,)]
+    published = read_topic(prepared, prepared.catalogue.topic_for("DowntimeEnded").name, press)
+    assert sorted(published) == [f"{press}-s1:downtime-started", f"{press}-s2:downtime-ended"]
+
+
+def read_topic(prepared, topic: str, key: str) -> list[str]:
+    consumer = Consumer({"bootstrap.servers": prepared.kafka.bootstrap, "group.id": f"reader-{uuid.uuid4()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    ids, idle = [], 0
+    try:
+        while idle < 6:
+            records = consumer.consume(500, 0.5)
+            idle = idle + 1 if not records else 0
+            for r in records:
+                if r.error() is None and r.key() == key.encode():
+                    ids.append(prepared.codec.decode(r.value())[1]["event_id"])
+    finally:
+        consumer.close()
+    return ids
+
+
+async def test_a_resent_event_id_is_applied_once(prepared, scratch):
+    press = unit()
+    batch = parts(press, 5)
+    produce(prepared, batch)
+    produce(prepared, batch[:3])  # the client resent three events: new offsets, same ids
+    worker = build_worker(scratch, lambda catalogue: build_execution(scratch, catalogue))
+    await run_until(worker, caught_up(prepared, scratch))
+    assert query(prepared, scratch.db_schema, "SELECT sum(good) FROM hourly_counts WHERE equipment_id = %s", press) == [(15,)]
+
+
+class PoisonedProjector(ExecutionProjector):
+    """Raises on one event id, as a handler bug would."""
+
+    def __init__(self, poison: str) -> None:
+        self.poison = poison
+
+    async def apply(self, conn, events):
+        derived = await super().apply(conn, events)
+        if any(e.event_id == self.poison for e in events):
+            raise RuntimeError("handler bug")
+        return derived
+
+
+async def test_an_event_whose_handler_fails_goes_to_dead_letters_and_the_partition_moves_on(prepared, scratch):
+    press = unit()
+    events = parts(press, 10)
+    produce(prepared, events)
+    poison = events[4]["event_id"]
+
+    def spec(catalogue):
+        from dataclasses import replace
+        return replace(build_execution(scratch, catalogue), projector=PoisonedProjector(poison))
+
+    worker = build_worker(scratch, spec)
+    await run_until(worker, caught_up(prepared, scratch))
+    # nine good reports are counted, the poisoned one is kept with its reason, none is counted twice
+    assert query(prepared, scratch.db_schema, "SELECT sum(good) FROM hourly_counts WHERE equipment_id = %s", press) == [(27,)]
+    dead = query(prepared, scratch.db_schema, "SELECT event_type, error FROM dead_letters")
+    assert [(t, "handler bug" in e) for t, e in dead] == [("PartsProduced", True)]
+
+
+async def test_a_batch_from_a_stale_position_is_refused_whole(prepared, scratch):
+    topic = prepared.catalogue.topic_for("PartsProduced").name
+    engine = make_engine(scratch.database_url, scratch.db_schema)
+    try:
+        async with engine.begin() as conn:
+            assert await load_positions(conn, [(topic, 0), (topic, 1)]) == {(topic, 0): 0, (topic, 1): 0}
+            await advance_positions(conn, [Span(topic, 0, 0, 10)])
+        # a worker that still believes partition 0 starts at 0 (it lost it in a rebalance)
+        with pytest.raises(StalePosition):
+            async with engine.begin() as conn:
+                await advance_positions(conn, [Span(topic, 1, 0, 4), Span(topic, 0, 0, 12)])
+        async with engine.begin() as conn:
+            assert await load_positions(conn, [(topic, 0), (topic, 1)]) == {(topic, 0): 10, (topic, 1): 0}
+    finally:
+        await engine.dispose()
+
+
+def test_a_worker_killed_mid_stream_resumes_with_nothing_lost_and_nothing_counted_twice(prepared, scratch):
+    # Given many reports from a few work units
+    presses = [unit() for _ in range(4)]
+    total = 0
+    for press in presses:
+        batch = parts(press, 4000, good=2, reject=1)
+        total += len(batch)
+        produce(prepared, batch)
+    env = {**os.environ, "MOM_KAFKA_BOOTSTRAP": prepared.kafka.bootstrap, "MOM_DATABASE_URL": scratch.database_url,
+           "MOM_REGISTRY_URL": scratch.registry_url, "MOM_HTTP_PORT": "0", "MOM_GROUP_ID": scratch.group_id,
+           "MOM_DB_SCHEMA": scratch.db_schema, "MOM_BATCH_MAX_EVENTS": "200"}
+    topic = prepared.catalogue.topic_for("PartsProduced").name
+    target = end_offsets(prepared, topic)
+
+    def position() -> int:
+        return query(prepared, scratch.db_schema, "SELECT coalesce(sum(next_offset), 0) FROM positions WHERE topic = %s", topic)[0][0]
+
+    # When the worker is killed with SIGKILL while it is part-way through, twice
+    for _ in range(2):
+        worker = subprocess.Popen([sys.executable, "-m", "services.execution"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        start = position()
+        deadline = time.monotonic() + 60
+        while position() < start + 2000 and position() < target:
+            assert time.monotonic() < deadline and worker.poll() is None, "the worker made no progress"
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    assert position() < target, "the kill came too late to prove anything"
+    # And started once more, to the end
+    worker = subprocess.Popen([sys.executable, "-m", "services.execution"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while position() < target:
+            assert time.monotonic() < deadline and worker.poll() is None, "the worker did not finish"
+            time.sleep(0.2)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    # Then every report is counted exactly once
+    rows = query(prepared, scratch.db_schema,
+                 "SELECT sum(good), sum(reject) FROM hourly_counts WHERE equipment_id = ANY(%s)", presses)
+    assert rows == [(2 * total, total)]
+    assert query(prepared, scratch.db_schema, "SELECT count(*) FROM processed_events WHERE event_id LIKE 'acme.%%'")[0][0] >= total

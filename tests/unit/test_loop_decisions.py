@@ -1,0 +1,98 @@
+"""The consumer loop's decisions without a broker or a database: what a batch covers and what it applies."""
+from datetime import UTC, datetime
+
+from services.common.avro import EventMapper, SingleObjectCodec
+from services.common.catalogue import Catalogue
+from services.common.loop import ConsumerLoop, ServiceSpec
+from services.execution.events import MachineStateChanged, PartsProduced
+
+CATALOGUE = Catalogue.load()
+CODEC = SingleObjectCodec(CATALOGUE)
+TOPIC = CATALOGUE.topic_for("MachineStateChanged").name
+AT = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
+
+
+class FakeRecord:
+    def __init__(self, partition: int, offset: int, value: bytes, topic: str = TOPIC) -> None:
+        self._p, self._o, self._v, self._t = partition, offset, value, topic
+
+    def error(self):
+        return None
+
+    def topic(self):
+        return self._t
+
+    def partition(self):
+        return self._p
+
+    def offset(self):
+        return self._o
+
+    def value(self):
+        return self._v
+
+
+def state_bytes(event_id: str) -> bytes:
+    return CODEC.encode("MachineStateChanged", {
+        "event_id": event_id, "occurred_at": AT, "recorded_at": AT, "source": "plc", "correlation_id": None,
+        "equipment_id": "acme.berlin.assembly.line1.press07", "state": "RUNNING", "reason_code": None})
+
+
+def alarm_bytes(event_id: str) -> bytes:
+    return CODEC.encode("AlarmRaised", {
+        "event_id": event_id, "occurred_at": AT, "recorded_at": AT, "source": "plc", "correlation_id": None,
+        "equipment_id": "acme.berlin.assembly.line1.press07", "alarm_code": "E-17", "severity": "critical",
+        "text": None})
+
+
+def make_loop(positions: dict) -> ConsumerLoop:
+    spec = ServiceSpec("execution", (TOPIC,), EventMapper([MachineStateChanged, PartsProduced]), projector=None)
+    loop = ConsumerLoop(spec, CATALOGUE, CODEC, engine=None, consumer=None)
+    loop._positions.update(positions)
+    return loop
+
+
+def test_records_below_the_stored_position_are_skipped_and_the_span_starts_at_the_position():
+    loop = make_loop({(TOPIC, 0): 5})
+    batch = loop._decode([FakeRecord(0, 3, state_bytes("a")), FakeRecord(0, 5, state_bytes("b")),
+                          FakeRecord(0, 6, state_bytes("c"))])
+    assert [i.event.event_id for i in batch.items] == ["b", "c"]
+    assert batch.spans == {(TOPIC, 0): [5, 7]}
+
+
+def test_records_of_partitions_not_assigned_are_ignored():
+    loop = make_loop({(TOPIC, 0): 0})
+    batch = loop._decode([FakeRecord(1, 0, state_bytes("a"))])
+    assert batch.items == [] and batch.spans == {}
+
+
+def test_a_gap_in_offsets_still_moves_the_position_past_the_last_record():
+    # read_committed leaves gaps where transaction markers sit
+    loop = make_loop({(TOPIC, 2): 10})
+    batch = loop._decode([FakeRecord(2, 12, state_bytes("a")), FakeRecord(2, 15, state_bytes("b"))])
+    assert batch.spans == {(TOPIC, 2): [10, 16]}
+
+
+def test_event_types_the_service_does_not_use_advance_the_position_but_are_not_applied():
+    loop = make_loop({(TOPIC, 0): 0})
+    batch = loop._decode([FakeRecord(0, 0, alarm_bytes("al-1")), FakeRecord(0, 1, state_bytes("s-1"))])
+    assert [i.event.event_id for i in batch.items] == ["s-1"]
+    assert batch.skipped == 1
+    assert batch.spans == {(TOPIC, 0): [0, 2]}
+
+
+def test_undecodable_bytes_become_a_dead_letter_with_the_reason_and_the_payload():
+    loop = make_loop({(TOPIC, 0): 0})
+    batch = loop._decode([FakeRecord(0, 0, b"not avro"), FakeRecord(0, 1, state_bytes("s-1"))])
+    assert len(batch.items) == 1
+    (dead,) = batch.dead
+    assert dead["offset"] == 0 and dead["payload"] == b"not avro"
+    assert "single-object" in dead["error"]
+    assert batch.spans == {(TOPIC, 0): [0, 2]}
+
+
+def test_each_partition_gets_its_own_span():
+    loop = make_loop({(TOPIC, 0): 0, (TOPIC, 1): 7})
+    batch = loop._decode([FakeRecord(0, 0, state_bytes("a")), FakeRecord(1, 7, state_bytes("b")),
+                          FakeRecord(0, 1, state_bytes("c"))])
+    assert batch.spans == {(TOPIC, 0): [0, 2], (TOPIC, 1): [7, 8]}
