@@ -1,0 +1,125 @@
+"""`make demo`: start the stack and the services, send an hour of a small line through ingest,
+wait until the projections hold it, print them, and stop what the demo started."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.request
+
+import psycopg
+from confluent_kafka import Consumer, TopicPartition
+
+from services.cli import available_services, prepare
+from services.common import localstack
+from services.common.avro import codec_for
+from services.common.catalogue import Catalogue
+from services.common.settings import REPO_ROOT
+from simulator.scenario import bad_items, one_hour
+
+
+def post(status: dict, events: list[dict]) -> dict:
+    request = urllib.request.Request(
+        status["ingest"]["url"] + "/v1/events", data=json.dumps(events).encode(), method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {status['ingest']['token']}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def end_offset(bootstrap: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "mom-demo-probe"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
+    finally:
+        consumer.close()
+
+
+def wait_caught_up(status: dict, topic: str, timeout_s: float = 120.0) -> float:
+    """Until execution's stored positions reach the end of its input topic; returns the seconds waited."""
+    target = end_offset(status["kafka"]["bootstrap"], topic)
+    started = time.monotonic()
+    with psycopg.connect(status["database"]["url"], autocommit=True) as conn:
+        while True:
+            done = conn.execute("SELECT coalesce(sum(next_offset), 0) FROM execution.positions WHERE topic = %s",
+                                (topic,)).fetchone()[0]
+            if done >= target:
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout_s:
+                raise SystemExit(f"execution did not catch up: {done} of {target} events after {timeout_s:.0f} s")
+            time.sleep(0.2)
+
+
+def read_topic(status: dict, event_type: str, idle_polls: int = 4) -> list[tuple[str, dict]]:
+    """Every event on the topic that carries event_type, decoded with the published schemas."""
+    catalogue = Catalogue.load()
+    codec = codec_for(catalogue, status["registry"]["url"] or "", REPO_ROOT / "schemas")
+    consumer = Consumer({"bootstrap.servers": status["kafka"]["bootstrap"], "group.id": f"mom-demo-{time.time()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([catalogue.topic_for(event_type).name])
+    events, idle = [], 0
+    try:
+        while idle < idle_polls:
+            records = [r for r in consumer.consume(1000, 0.5) if r.error() is None]
+            idle = 0 if records else idle + 1
+            events.extend(codec.decode(r.value()) for r in records)
+    finally:
+        consumer.close()
+    return events
+
+
+def print_derived(status: dict) -> None:
+    print("\nexecution's derived events (its own topic, through the outbox):")
+    derived = sorted(read_topic(status, "DowntimeStarted"), key=lambda e: (e[1]["equipment_id"], e[1]["occurred_at"]))
+    for event_type, record in derived:
+        extra = f"lasted {record['duration_s']:.0f} s" if event_type == "DowntimeEnded" else f"reason {record['reason_code']}"
+        print(f"  {record['occurred_at']:%H:%M}  {event_type:<16} {record['equipment_id']}  {extra}")
+    rejected = read_topic(status, "EventRejected")
+    print(f"\nrefused items kept on the rejected topic: {len(rejected)}")
+
+
+def table(conn: psycopg.Connection, title: str, sql: str) -> None:
+    cursor = conn.execute(sql)
+    names = [c.name for c in cursor.description]
+    rows = [[("" if v is None else str(v)) for v in row] for row in cursor.fetchall()]
+    widths = [max(len(n), *(len(r[i]) for r in rows)) if rows else len(n) for i, n in enumerate(names)]
+    print(f"\n{title}")
+    print("  " + "  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)))
+    for row in rows:
+        print("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def main() -> int:
+    config = localstack.StackConfig.from_env()
+    was_running = localstack.status(config)["kafka"]["running"]
+    print("starting the stack and the services (first run resolves Kafka and the registry from Maven) ...")
+    started = time.monotonic()
+    status = localstack.up(config, services=available_services(), after_infra=prepare)
+    print(f"up in {time.monotonic() - started:.1f} s: Kafka {status['kafka']['bootstrap']}, "
+          f"PostgreSQL {status['database']['url']}, ingest {status['ingest']['url']}")
+    try:
+        events = one_hour()
+        answer = post(status, events + bad_items())
+        print(f"\nsent {len(events) + len(bad_items())} events to ingest: "
+              f"{answer['accepted']} accepted, {answer['rejected']} refused")
+        for result in answer["results"]:
+            for error in result.get("errors", []):
+                print(f"  item {result['index']}: {error['field']}: {error['rule']}: {error['message']}")
+        topic = Catalogue.load().topic_for("MachineStateChanged").name
+        waited = wait_caught_up(status, topic)
+        print(f"execution caught up {waited:.1f} s after ingest answered")
+        with psycopg.connect(status["database"]["url"]) as conn:
+            table(conn, "execution.equipment_state: each work unit's current state and since when",
+                  "SELECT equipment_id, state, reason_code, since FROM execution.equipment_state ORDER BY 1")
+            table(conn, "execution.hourly_counts: parts per work unit and hour (UTC)",
+                  "SELECT equipment_id, hour_start, good, reject, produced FROM execution.hourly_counts ORDER BY 1, 2")
+        print_derived(status)
+    finally:
+        if not was_running:
+            localstack.down(config)
+            print("\nstopped everything the demo started")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
