@@ -95,6 +95,45 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_url() -> str:
+    """A role that may create schemas: MOM_ADMIN_DATABASE_URL, else the local stack's superuser."""
+    return os.environ.get("MOM_ADMIN_DATABASE_URL") or localstack.status(localstack.StackConfig.from_env())["database"]["url"]
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import asyncio
+    import importlib
+
+    from services.common import logging as mom_logging
+    from services.common.replay import compare, rebuild
+    from services.common.settings import Settings
+
+    if args.service not in migrated_services():
+        print(f"mom replay: {args.service!r} keeps no projection (known: {', '.join(migrated_services())})", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    if "MOM_KAFKA_BOOTSTRAP" not in env or "MOM_DATABASE_URL" not in env:
+        env = {**localstack.service_env(localstack.StackConfig.from_env(), args.service), **env}
+    settings = Settings.from_env(args.service, env)
+    mom_logging.configure(f"{args.service}-replay", "WARNING")
+    make_spec = importlib.import_module(f"services.{args.service}.app").build
+    target = args.into or f"{settings.db_schema}_replay"
+    admin = _admin_url()
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rreplaying {args.service}: {done}/{total} events", end="", file=sys.stderr, flush=True)
+
+    seconds = asyncio.run(rebuild(settings, make_spec, admin, target, progress=progress))
+    print(f"\n{args.service} rebuilt into schema {target} in {seconds:.1f} s", file=sys.stderr)
+    if args.no_compare:
+        return 0
+    differences = compare(admin, settings.db_schema, target)
+    for d in differences:
+        verdict = "identical" if d.only_live == d.only_replay == 0 else f"{d.only_live} rows only live, {d.only_replay} only rebuilt"
+        print(f"{d.table:<28} {verdict}")
+    return 0 if all(d.only_live == d.only_replay == 0 for d in differences) else 1
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if args.service not in available_services():
         print(f"mom run: unknown service {args.service!r} (known: {', '.join(available_services())})", file=sys.stderr)
@@ -128,6 +167,12 @@ def parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="bring service schemas to their latest migration")
     migrate.add_argument("services", nargs="*", help="default: every service with migrations")
     migrate.set_defaults(func=cmd_migrate)
+
+    replay = sub.add_parser("replay", help="rebuild a service's tables from offset 0 and compare them with the live ones")
+    replay.add_argument("service")
+    replay.add_argument("--into", help="target schema (default: <schema>_replay); dropped and rebuilt")
+    replay.add_argument("--no-compare", action="store_true", help="rebuild only")
+    replay.set_defaults(func=cmd_replay)
 
     run = sub.add_parser("run", help="run one service in the foreground (as a container does)")
     run.add_argument("service")

@@ -266,6 +266,14 @@ def down(config: StackConfig) -> None:
         _stop_postgres(config)
 
 
+def stop_services(config: StackConfig, names: Sequence[str]) -> None:
+    """Stop the named services that up() started, leaving the infrastructure running."""
+    if not config.state_dir.exists():
+        return
+    with _lock(config):
+        _stop_all(config, [n for n in names if n not in _INFRA_NAMES], SERVICE_STOP_GRACE)
+
+
 # --------------------------------------------------------------------------------------------
 # Processes and pid files
 

@@ -6,6 +6,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -16,10 +17,14 @@ from services.common import localstack
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 
+SERVICES = ("ingest", "execution")
+
+
 @pytest.fixture(scope="module")
-def running(stack: localstack.StackConfig) -> dict:
+def running(stack: localstack.StackConfig) -> Iterator[dict]:
     """The test stack with ingest and execution running as their own processes, as `mom up` runs them."""
-    return localstack.up(stack, services=("ingest", "execution"), after_infra=prepare)
+    yield localstack.up(stack, services=SERVICES, after_infra=prepare)
+    localstack.stop_services(stack, SERVICES)
 
 
 def post(status: dict, events: list[dict], token: str | None = None) -> tuple[int, dict]:

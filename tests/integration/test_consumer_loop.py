@@ -115,7 +115,8 @@ async def test_a_batch_commits_rows_positions_and_derived_events_together(prepar
     # And the derived downtime events left through the outbox
     assert query(prepared, scratch.db_schema, "SELECT count(*) FROM outbox") == [(0,)]
     published = read_topic(prepared, prepared.catalogue.topic_for("DowntimeEnded").name, press)
-    assert sorted(published) == [f"{press}-s1:downtime-started", f"{press}-s2:downtime-ended"]
+    # (other workers on the same topics may publish the same derived events: consumers drop copies by id)
+    assert sorted(set(published)) == [f"{press}-s1:downtime-started", f"{press}-s2:downtime-ended"]
 
 
 def read_topic(prepared, topic: str, key: str) -> list[str]:
