@@ -31,7 +31,7 @@ bench: $(STAMP)
 
 ## lint: style, layering, schema compatibility and the generated event catalogue
 lint: $(STAMP)
-	$(VENV)/bin/ruff check services simulator bench tests migrations
+	$(VENV)/bin/ruff check services simulator bench tests migrations examples
 	$(VENV)/bin/lint-imports
 	$(PY) -m services.common.compat
 	$(PY) -m services.common.catalogue_doc --check

@@ -60,13 +60,13 @@ def _describe(status: dict) -> str:
         return "running" if running else "stopped"
 
     lines = [
-        f"kafka     {mark(status['kafka']['running']):8} {status['kafka']['bootstrap']}",
-        f"database  {mark(status['database']['running']):8} {status['database']['url']}",
-        f"registry  {mark(status['registry']['running']):8} {status['registry']['url'] or '(none: single-object encoding)'}",
-        f"ingest    {mark(status['ingest']['running']):8} {status['ingest']['url']}  token {status['ingest']['token']}",
+        f"kafka       {mark(status['kafka']['running']):8} {status['kafka']['bootstrap']}",
+        f"database    {mark(status['database']['running']):8} {status['database']['url']}",
+        f"registry    {mark(status['registry']['running']):8} {status['registry']['url'] or '(none: single-object encoding)'}",
+        f"ingest      {mark(status['ingest']['running']):8} {status['ingest']['url']}  token {status['ingest']['token']}",
     ]
     for name, service in status["services"].items():
-        lines.append(f"{name:<9} {mark(service['running']):8} {service['metrics']}")
+        lines.append(f"{name:<11} {mark(service['running']):8} {service['metrics']}")
     return "\n".join(lines)
 
 

@@ -161,11 +161,34 @@ class RegistryCodec(_BaseCodec):
         return self._read(data[5:], writer)
 
 
-def codec_for(catalogue: Catalogue, registry_url: str = "", schemas_dir: Path | None = None) -> Codec:
-    """The codec the settings ask for: the registry's when a URL is configured, else single-object."""
-    if registry_url:
-        return RegistryCodec(catalogue, registry_url)
-    return SingleObjectCodec(catalogue, schemas_dir)
+class FramedCodec:
+    """Writes in the configured framing; reads either, by the first byte, so a topic that moved from
+    single-object encoding to a registry (or holds both) stays readable."""
+
+    def __init__(self, catalogue: Catalogue, registry_url: str, schemas_dir: Path | None) -> None:
+        self._single = SingleObjectCodec(catalogue, schemas_dir)
+        self._registry = RegistryCodec(catalogue, registry_url) if registry_url else None
+        self._writer: Codec = self._registry or self._single
+
+    def register(self, event_type: str) -> int | None:
+        """Register an event type's schema ahead of use (a no-op without a registry); returns its id."""
+        return self._registry.register(event_type) if self._registry else None
+
+    def encode(self, event_type: str, record: Mapping[str, Any]) -> bytes:
+        return self._writer.encode(event_type, record)
+
+    def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
+        if data[:1] == CONFLUENT_MAGIC:
+            if self._registry is None:
+                raise DecodeError("Confluent wire format, but no schema registry is configured (MOM_REGISTRY_URL)")
+            return self._registry.decode(data)
+        return self._single.decode(data)
+
+
+def codec_for(catalogue: Catalogue, registry_url: str = "", schemas_dir: Path | None = None) -> FramedCodec:
+    """The codec the settings ask for: writes through the registry when a URL is configured, else
+    single-object encoding; reads both."""
+    return FramedCodec(catalogue, registry_url, schemas_dir)
 
 
 class EventMapper:

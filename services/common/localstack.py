@@ -189,6 +189,7 @@ def service_env(config: StackConfig, name: str) -> dict[str, str]:
         "MOM_DATABASE_URL": config.db_url() if name == INGEST else config.db_url(f"mom_{name}"),
         "MOM_REGISTRY_URL": config.registry_url or "",
         "MOM_HTTP_PORT": str(port),
+        "MOM_HTTP_HOST": "127.0.0.1",
     }
     if name == INGEST:
         env["MOM_INGEST_TOKENS"] = ingest_token(config)

@@ -105,7 +105,7 @@ class ConsumerLoop:
         self._positions: dict[tuple[str, int], int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
-        self.assigned = asyncio.Event()
+        self.assigned = asyncio.Event()  # set once the group gave this worker its share (possibly none)
         self.last_progress = time.time()
         self._name = spec.name
 
@@ -126,8 +126,6 @@ class ConsumerLoop:
         for p in partitions:
             self._positions.pop((p.topic, p.partition), None)
         consumer.unassign()
-        if self._loop is not None and not self._positions:
-            self._loop.call_soon_threadsafe(self.assigned.clear)
         log.info("revoked", extra={"fields": {"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]}})
 
     async def _load(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:

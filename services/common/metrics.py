@@ -34,7 +34,7 @@ STALE_BATCHES = Counter(
 LAST_PROGRESS = Gauge(
     "mom_last_progress_timestamp_seconds", "Wall-clock time of the last committed batch or idle poll.", ["service"])
 INGEST_EVENTS = Counter(
-    "mom_ingest_events_total", "Events received by ingest, by outcome (accepted or rejected).", ["outcome"])
+    "mom_ingest_events_total", "Events received by ingest, by outcome (accepted, rejected, or failed: Kafka did not acknowledge).", ["outcome"])
 INGEST_REQUESTS = Counter("mom_ingest_requests_total", "HTTP requests to ingest, by status code.", ["status"])
 INGEST_REQUEST_DURATION = Histogram(
     "mom_ingest_request_duration_seconds", "From request arrival to the answer, Kafka acknowledgements included.",

@@ -50,7 +50,7 @@ class Worker:
     async def readyz(self, _request: web.Request) -> web.Response:
         problems = []
         if not self.loop.assigned.is_set():
-            problems.append("no partitions assigned")
+            problems.append("not yet a member of the consumer group")
         try:
             async with self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))

@@ -75,8 +75,8 @@ class Settings:
     kafka: KafkaSettings
     database_url: str                 # libpq form; see sqlalchemy_url()
     registry_url: str                 # empty: Avro single-object encoding, no registry
-    http_host: str = "127.0.0.1"
-    http_port: int = 0
+    http_host: str = "0.0.0.0"       # health, readiness and metrics; a pod's probes reach it from outside
+    http_port: int = 8080
     batch_max_events: int = 2000      # most events folded into one transaction
     batch_max_wait_s: float = 0.05    # how long a batch may wait to fill up
     log_level: str = "INFO"
@@ -95,8 +95,8 @@ class Settings:
             kafka=KafkaSettings.from_env(env),
             database_url=database_url,
             registry_url=env.get("MOM_REGISTRY_URL", ""),
-            http_host=env.get("MOM_HTTP_HOST", "127.0.0.1"),
-            http_port=env_int(env, "MOM_HTTP_PORT", 0),
+            http_host=env.get("MOM_HTTP_HOST", "0.0.0.0"),
+            http_port=env_int(env, "MOM_HTTP_PORT", 8080),
             batch_max_events=env_int(env, "MOM_BATCH_MAX_EVENTS", 2000, minimum=1),
             batch_max_wait_s=env_float(env, "MOM_BATCH_MAX_WAIT_MS", 50.0) / 1000.0,
             log_level=env.get("MOM_LOG_LEVEL", "INFO").upper(),

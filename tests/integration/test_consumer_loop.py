@@ -203,7 +203,7 @@ def test_a_worker_killed_mid_stream_resumes_with_nothing_lost_and_nothing_counte
         total += len(batch)
         produce(prepared, batch)
     env = {**os.environ, "MOM_KAFKA_BOOTSTRAP": prepared.kafka.bootstrap, "MOM_DATABASE_URL": scratch.database_url,
-           "MOM_REGISTRY_URL": scratch.registry_url, "MOM_HTTP_PORT": "0", "MOM_GROUP_ID": scratch.group_id,
+           "MOM_REGISTRY_URL": scratch.registry_url, "MOM_HTTP_PORT": "0", "MOM_HTTP_HOST": "127.0.0.1", "MOM_GROUP_ID": scratch.group_id,
            "MOM_DB_SCHEMA": scratch.db_schema, "MOM_BATCH_MAX_EVENTS": "200"}
     topic = prepared.catalogue.topic_for("PartsProduced").name
     target = end_offsets(prepared, topic)

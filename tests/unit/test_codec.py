@@ -81,3 +81,9 @@ def _minimal(event_type: str) -> dict:
     if event_type == "MachineStateChanged":
         return RECORD
     return {**base, "equipment_id": RECORD["equipment_id"], "good": 1, "reject": 0, "order_id": None}
+
+
+def test_a_codec_without_a_registry_names_the_missing_setting_for_registry_framed_bytes():
+    codec = codec_for(CATALOGUE, "", REPO_ROOT / "schemas")
+    with pytest.raises(DecodeError, match="MOM_REGISTRY_URL"):
+        codec.decode(CONFLUENT_MAGIC + struct.pack(">I", 7) + b"\x02")
