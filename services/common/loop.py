@@ -15,6 +15,7 @@ Per batch, in order:
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections import Counter
@@ -75,6 +76,24 @@ class _Batch:
     skipped: int = 0
     applied: list[Any] = field(default_factory=list)  # filled in by the commit
     duplicates: int = 0
+
+
+def _merge_by_recorded_at(items: list[_Item]) -> list[_Item]:
+    """Interleave partitions by the time ingest accepted each event, keeping each partition's own order.
+
+    Facts about one key sit in one partition, but a decision may involve facts from several topics
+    (an order released on the plan topic, started on the operator topic). Folding them in acceptance
+    order, not in whatever order the fetcher returned partitions, makes a replay decide as the live
+    run did, as far as batch boundaries allow (the same best effort as Kafka Streams' timestamp sync).
+    """
+    if not items:
+        return items
+    lanes: dict[tuple[str, int], list[_Item]] = {}
+    for item in items:
+        lanes.setdefault((item.topic, item.partition), []).append(item)
+    if len(lanes) == 1:
+        return items
+    return list(heapq.merge(*(lanes[k] for k in sorted(lanes)), key=lambda i: i.event.recorded_at))
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -207,6 +226,7 @@ class ConsumerLoop:
                 batch.items.append(_Item(tp[0], tp[1], offset, mapper.to_event(event_type, body)))
             except (DecodeError, TypeError, KeyError, ValueError) as exc:
                 batch.dead.append(self._dead_letter(tp, offset, event_type, f"decode: {exc}", record.value()))
+        batch.items = _merge_by_recorded_at(batch.items)
         return batch
 
     @staticmethod

@@ -32,9 +32,9 @@ class FakeRecord:
         return self._v
 
 
-def state_bytes(event_id: str) -> bytes:
+def state_bytes(event_id: str, recorded_at: datetime = AT) -> bytes:
     return CODEC.encode("MachineStateChanged", {
-        "event_id": event_id, "occurred_at": AT, "recorded_at": AT, "source": "plc", "correlation_id": None,
+        "event_id": event_id, "occurred_at": AT, "recorded_at": recorded_at, "source": "plc", "correlation_id": None,
         "equipment_id": "acme.berlin.assembly.line1.press07", "state": "RUNNING", "reason_code": None})
 
 
@@ -96,3 +96,14 @@ def test_each_partition_gets_its_own_span():
     batch = loop._decode([FakeRecord(0, 0, state_bytes("a")), FakeRecord(1, 7, state_bytes("b")),
                           FakeRecord(0, 1, state_bytes("c"))])
     assert batch.spans == {(TOPIC, 0): [0, 2], (TOPIC, 1): [7, 8]}
+
+
+def test_partitions_are_interleaved_by_acceptance_time_keeping_each_partitions_order():
+    loop = make_loop({(TOPIC, 0): 0, (TOPIC, 1): 0})
+    t = [AT.replace(second=s) for s in range(6)]
+    records = [FakeRecord(0, 0, state_bytes("p0-a", t[1])), FakeRecord(0, 1, state_bytes("p0-b", t[0])),
+               FakeRecord(0, 2, state_bytes("p0-c", t[5])), FakeRecord(1, 0, state_bytes("p1-a", t[2])),
+               FakeRecord(1, 1, state_bytes("p1-b", t[3]))]
+    batch = loop._decode(records)
+    # p0-b was accepted earlier than p0-a but sits after it in its partition: partition order wins
+    assert [i.event.event_id for i in batch.items] == ["p0-a", "p0-b", "p1-a", "p1-b", "p0-c"]
