@@ -1,8 +1,10 @@
 """The events execution consumes and emits, as frozen dataclasses named like their Avro records."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -43,6 +45,171 @@ class DowntimeEnded(Event):
     reason_code: str | None = None
     started_at: datetime
     duration_s: float
+
+
+
+# Production orders and operations (services/execution/orders.py). Appended here; the lead adds them
+# to CONSUMED and EMITTED when the order core is wired.
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BomLine:
+    material_id: str
+    quantity_per_unit: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RoutingStep:
+    operation: str
+    equipment_id: str
+    ideal_cycle_time_s: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProductDefined(Event):
+    product_id: str
+    name: str
+    unit: str | None = None
+    ideal_cycle_time_s: float
+    bom: tuple[BomLine, ...] = ()
+    routing: tuple[RoutingStep, ...] = ()
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ProductDefined:
+        """Avro gives the BOM and routing as lists of dicts; the domain holds tuples of frozen lines."""
+        return cls(
+            event_id=record["event_id"],
+            occurred_at=record["occurred_at"],
+            recorded_at=record["recorded_at"],
+            source=record["source"],
+            correlation_id=record.get("correlation_id"),
+            product_id=record["product_id"],
+            name=record["name"],
+            unit=record.get("unit"),
+            ideal_cycle_time_s=record["ideal_cycle_time_s"],
+            bom=tuple(BomLine(material_id=line["material_id"], quantity_per_unit=line["quantity_per_unit"])
+                      for line in record.get("bom") or ()),
+            routing=tuple(RoutingStep(operation=step["operation"], equipment_id=step["equipment_id"],
+                                      ideal_cycle_time_s=step["ideal_cycle_time_s"])
+                          for step in record.get("routing") or ()),
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "occurred_at": self.occurred_at,
+            "recorded_at": self.recorded_at,
+            "source": self.source,
+            "correlation_id": self.correlation_id,
+            "product_id": self.product_id,
+            "name": self.name,
+            "unit": self.unit,
+            "ideal_cycle_time_s": self.ideal_cycle_time_s,
+            "bom": [{"material_id": line.material_id, "quantity_per_unit": line.quantity_per_unit}
+                    for line in self.bom],
+            "routing": [{"operation": step.operation, "equipment_id": step.equipment_id,
+                         "ideal_cycle_time_s": step.ideal_cycle_time_s} for step in self.routing],
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProductionOrderReleased(Event):
+    order_id: str
+    product_id: str
+    quantity: float
+    due_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OperationStarted(Event):
+    order_id: str
+    operation: str
+    equipment_id: str
+    operator_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OperationCompleted(Event):
+    order_id: str
+    operation: str
+    equipment_id: str
+    operator_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ScrapReported(Event):
+    equipment_id: str
+    order_id: str | None = None
+    quantity: int
+    reason_code: str | None = None
+    rework: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MaterialLoaded(Event):
+    equipment_id: str
+    order_id: str | None = None
+    lot_id: str
+    quantity: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OrderStarted(Event):
+    order_id: str
+    product_id: str
+    quantity: float
+    due_at: datetime | None = None
+    operation: str
+    equipment_id: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OrderCompleted(Event):
+    order_id: str
+    product_id: str
+    quantity: float
+    operation: str
+    equipment_id: str
+    good: int
+    scrap: int
+    rework: int
+    started_at: datetime
+    duration_s: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProductionReported(Event):
+    order_id: str
+    operation: str
+    equipment_id: str
+    product_id: str
+    lot_id: str
+    good: int
+    scrap: int
+    final_operation: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MaterialConsumed(Event):
+    order_id: str
+    operation: str
+    equipment_id: str
+    material_id: str
+    quantity: float
+    produced_lot_id: str
+    backflushed: bool = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TransitionRefused(Event):
+    entity: str
+    entity_id: str
+    order_id: str
+    equipment_id: str | None = None
+    attempted: str
+    current_status: str | None = None
+    reason: str
+    caused_by: str
 
 
 CONSUMED = (MachineStateChanged, PartsProduced)

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from services.common import compat
 from services.common.catalogue import Catalogue
@@ -32,9 +33,9 @@ def test_current_schemas_are_compatible_with_the_released_snapshot():
     assert not problems, "\n".join(map(str, problems))
 
 
-def test_every_catalogued_event_type_has_a_released_snapshot():
+def test_every_released_event_type_is_still_catalogued():
     released = {p.stem for p in (compat.DEFAULT_SCHEMAS_DIR / "released").glob("*/*.avsc")}
-    assert set(Catalogue.load().schemas) | {"Envelope"} <= released
+    assert released - {"Envelope"} <= set(Catalogue.load().schemas)
 
 
 def test_adding_an_optional_field_is_compatible_both_ways():
@@ -100,11 +101,11 @@ def test_a_new_event_type_without_a_release_is_fine_and_release_snapshots_it(sch
            "fields": copy.deepcopy(ENVELOPE) + [EQUIPMENT]}
     (schemas_copy / "execution" / "DowntimeRevised.avsc").write_text(json.dumps(new))
     topics = schemas_copy / "topics.yaml"
-    topics.write_text(topics.read_text()
-                      .replace("events: [DowntimeStarted, DowntimeEnded]",
-                               "events: [DowntimeStarted, DowntimeEnded, DowntimeRevised]")
-                      .replace("      DowntimeEnded: equipment_id\n",
-                               "      DowntimeEnded: equipment_id\n      DowntimeRevised: equipment_id\n"))
+    catalogue = yaml.safe_load(topics.read_text())
+    execution = next(t for t in catalogue["topics"].values() if "DowntimeStarted" in t["events"])
+    execution["events"].append("DowntimeRevised")
+    execution["key"]["DowntimeRevised"] = "equipment_id"
+    topics.write_text(yaml.safe_dump(catalogue))
     assert compat.check(schemas_copy) == []
     assert compat.main(["--schemas", str(schemas_copy), "--release"]) == 0
     assert (schemas_copy / "released" / "execution" / "DowntimeRevised.avsc").exists()
