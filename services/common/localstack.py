@@ -52,6 +52,7 @@ INGEST = "ingest"
 SUPERUSER = "mom"
 DATABASE = "mom"
 ANALYST_ROLE = "mom_analyst"
+KPI_SCHEMA = "kpi"
 REGISTRY_DB = "registry"
 REGISTRY_ROLE = "mom_registry"
 
@@ -687,6 +688,13 @@ def _bootstrap_database(config: StackConfig) -> None:
             conn.execute(
                 sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, sql.Identifier(ANALYST_ROLE))
             )
+        # The cross-service KPI views: each service adds its views there; analysts read them.
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(KPI_SCHEMA)))
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+            sql.Identifier(KPI_SCHEMA), sql.Identifier(ANALYST_ROLE)))
+        for svc in SERVICE_SCHEMAS:
+            conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(
+                sql.Identifier(KPI_SCHEMA), sql.Identifier(f"mom_{svc}")))
 
 
 def _stop_postgres(config: StackConfig) -> None:

@@ -7,14 +7,15 @@ from services.common.loop import ServiceSpec
 from services.common.settings import Settings
 from services.execution.events import CONSUMED, EMITTED
 from services.execution.projections import ExecutionProjector
-from services.execution.settings import SERVICE
+from services.execution.settings import SERVICE, ExecutionSettings
 
 
-def build(settings: Settings, catalogue: Catalogue) -> ServiceSpec:
+def build(settings: Settings, catalogue: Catalogue, domain: ExecutionSettings | None = None) -> ServiceSpec:
+    domain = domain or ExecutionSettings.from_env()
     topics = tuple(sorted({catalogue.topic_for(cls.__name__).name for cls in CONSUMED}))
     return ServiceSpec(
         name=SERVICE,
         input_topics=topics,
         events=EventMapper(CONSUMED + EMITTED),
-        projector=ExecutionProjector(),
+        projector=ExecutionProjector(lateness=domain.lateness, minor_stop=domain.minor_stop),
     )

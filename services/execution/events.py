@@ -36,6 +36,7 @@ class DowntimeStarted(Event):
     equipment_id: str
     state: str
     reason_code: str | None = None
+    classification: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -45,6 +46,7 @@ class DowntimeEnded(Event):
     reason_code: str | None = None
     started_at: datetime
     duration_s: float
+    classification: str | None = None
 
 
 
@@ -212,5 +214,132 @@ class TransitionRefused(Event):
     caused_by: str
 
 
-CONSUMED = (MachineStateChanged, PartsProduced)
-EMITTED = (DowntimeStarted, DowntimeEnded)
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EquipmentRegistered(Event):
+    equipment_id: str
+    name: str
+    parent_id: str | None = None
+    level: str
+    time_zone: str | None = None
+    capacity_per_hour: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShiftScheduled(Event):
+    shift_id: str
+    equipment_id: str
+    starts_at: datetime
+    ends_at: datetime
+    breaks: tuple[tuple[datetime, datetime], ...] = ()
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ShiftScheduled:
+        fields = {k: record.get(k) for k in ("event_id", "occurred_at", "recorded_at", "source", "correlation_id",
+                                             "shift_id", "equipment_id", "starts_at", "ends_at")}
+        return cls(**fields, breaks=tuple((b["starts_at"], b["ends_at"]) for b in record.get("breaks") or ()))
+
+    def to_record(self) -> dict[str, Any]:
+        record = {name: getattr(self, name) for name in ("event_id", "occurred_at", "recorded_at", "source",
+                                                          "correlation_id", "shift_id", "equipment_id",
+                                                          "starts_at", "ends_at")}
+        record["breaks"] = [{"starts_at": s, "ends_at": e} for s, e in self.breaks]
+        return record
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OperatorSignedIn(Event):
+    operator_id: str
+    equipment_id: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OperatorSignedOut(Event):
+    operator_id: str
+    equipment_id: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DowntimeReasonAssigned(Event):
+    equipment_id: str
+    since: datetime
+    reason_code: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EquipmentLockedOut(Event):
+    equipment_id: str
+    work_order_id: str
+    plan_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EquipmentReleased(Event):
+    equipment_id: str
+    work_order_id: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PeriodElements(Event):
+    """The shared body of PeriodClosed and PeriodRevised: a period's ISO 22400 elements."""
+
+    equipment_id: str
+    period: str
+    period_start: datetime
+    period_end: datetime
+    shift_id: str | None = None
+    version: int
+    pot_s: float
+    pdot_s: float
+    pbt_s: float
+    apt_s: float
+    asut_s: float
+    adet_s: float
+    adot_s: float
+    aupt_s: float
+    aubt_s: float
+    aoet_s: float
+    apat_s: float
+    apwt_s: float
+    out_of_shift_s: float
+    data_gap_s: float
+    ideal_s: float
+    pq: int
+    gq: int
+    sq: int
+    rq: int
+    covered_until: datetime
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PeriodClosed(PeriodElements):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PeriodRevised(PeriodElements):
+    caused_by: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RuntimeAccumulated(Event):
+    equipment_id: str
+    period_start: datetime
+    period_end: datetime
+    runtime_s: float
+    cycles: int
+    total_runtime_s: float
+    total_cycles: int
+
+
+CONSUMED = (
+    EquipmentRegistered, ShiftScheduled, ProductDefined, ProductionOrderReleased,
+    MachineStateChanged, PartsProduced,
+    OperationStarted, OperationCompleted, OperatorSignedIn, OperatorSignedOut, DowntimeReasonAssigned,
+    ScrapReported, MaterialLoaded,
+    EquipmentLockedOut, EquipmentReleased,
+)
+EMITTED = (
+    DowntimeStarted, DowntimeEnded, OrderStarted, OrderCompleted, ProductionReported, MaterialConsumed,
+    TransitionRefused, PeriodClosed, PeriodRevised, RuntimeAccumulated,
+)

@@ -4,13 +4,43 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from services.execution import model
-from services.execution.events import Event, MachineStateChanged, PartsProduced
+from services.execution.events import (
+    DowntimeReasonAssigned,
+    EquipmentLockedOut,
+    EquipmentRegistered,
+    EquipmentReleased,
+    Event,
+    MachineStateChanged,
+    MaterialLoaded,
+    OperationCompleted,
+    OperationStarted,
+    OperatorSignedIn,
+    OperatorSignedOut,
+    PartsProduced,
+    ProductDefined,
+    ProductionOrderReleased,
+    ScrapReported,
+    ShiftScheduled,
+)
 
 Handler = Callable[[model.BatchState, Event], list[Event]]
 
 HANDLERS: dict[type, Handler] = {
+    EquipmentRegistered: model.on_equipment_registered,
+    ShiftScheduled: model.on_shift_scheduled,
+    ProductDefined: model.on_order_event,
+    ProductionOrderReleased: model.on_order_event,
     MachineStateChanged: model.on_state_changed,
     PartsProduced: model.on_parts_produced,
+    OperationStarted: model.on_operation_event,
+    OperationCompleted: model.on_operation_event,
+    MaterialLoaded: model.on_operation_event,
+    ScrapReported: model.on_scrap_reported,
+    OperatorSignedIn: model.on_attendance,
+    OperatorSignedOut: model.on_attendance,
+    DowntimeReasonAssigned: model.on_reason_assigned,
+    EquipmentLockedOut: model.on_lockout,
+    EquipmentReleased: model.on_lockout,
 }
 
 

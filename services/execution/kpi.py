@@ -350,7 +350,7 @@ def _state_spans(states: Sequence[StateChange], covered: Span) -> dict[str, list
     return {state: _union(pieces) for state, pieces in spans.items()}
 
 
-def _ideal_time(pru_s: float, quantity: int) -> timedelta:
+def ideal_time_of(pru_s: float, quantity: int) -> timedelta:
     microseconds = Fraction(repr(float(pru_s))) * quantity * 1_000_000
     return timedelta(microseconds=round(microseconds))  # round() of a Fraction is half to even
 
@@ -417,7 +417,7 @@ def compute(
         apwt=sum((_measure(_intersect(spans, order_spans)) for spans in present), NOTHING),
         out_of_shift=(end - start) - _measure(planned_operation),
         data_gap=_measure(in_state("OFFLINE")),
-        ideal_time=sum((_ideal_time(p.ideal_cycle_time_s, p.good + p.reject)
+        ideal_time=sum((ideal_time_of(p.ideal_cycle_time_s, p.good + p.reject)
                         for p in counted_production if p.ideal_cycle_time_s is not None), NOTHING),
         pq=produced,
         gq=sum(p.good for p in counted_production) - scrapped - reworked,

@@ -1,24 +1,86 @@
-"""Execution's tables and how a batch changes them: load what the batch touches, fold, write each row once."""
+"""Execution's tables and how a batch changes them.
+
+Per batch: load what the events touch (orders, statuses, unit clocks), fold them through the pure
+handlers, write each changed row once, then recompute every KPI period the batch touched from the
+stored facts (so a period's figures are a function of the facts, whatever order they came in), and
+write closed periods' versions. A handful of set-based statements per batch, whatever its size.
+"""
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.execution.events import Event, MachineStateChanged
+from services.execution import kpi, orders
+from services.execution.events import (
+    EquipmentLockedOut,
+    Event,
+    MachineStateChanged,
+    OperatorSignedIn,
+    PartsProduced,
+    PeriodClosed,
+    PeriodRevised,
+    RuntimeAccumulated,
+    ScrapReported,
+    TransitionRefused,
+)
 from services.execution.handlers import fold
-from services.execution.model import BatchState, EquipmentStatus
+from services.execution.model import (
+    DEFAULT_LATENESS,
+    DEFAULT_MINOR_STOP,
+    SERVICE,
+    BatchState,
+    EquipmentStatus,
+)
+
+LATE_EVENTS = Counter("mom_execution_late_events_total",
+                      "Events later than the lateness behind their unit's latest event time: kept in late_events, "
+                      "not applied to KPI periods.", ["event_type"])
+TRANSITIONS_REFUSED = Counter("mom_execution_transitions_refused_total",
+                              "Order and operation events refused as impossible transitions (TransitionRefused).",
+                              ["attempted"])
+
+ELEMENTS = ("pot", "pdot", "pbt", "apt", "asut", "adet", "adot", "aupt", "aubt", "aoet", "apat", "apwt",
+            "out_of_shift", "data_gap")
+US = timedelta(microseconds=1)
+WORK_UNIT = "work_unit"
 
 
 class ExecutionProjector:
+    def __init__(self, lateness: timedelta = DEFAULT_LATENESS, minor_stop: timedelta = DEFAULT_MINOR_STOP) -> None:
+        self.lateness = lateness
+        self.minor_stop = minor_stop
+
     async def apply(self, conn: AsyncConnection, events: Sequence[Event]) -> list[Event]:
-        equipment = sorted({e.equipment_id for e in events if isinstance(e, MachineStateChanged)})
-        batch = BatchState(statuses=await load_statuses(conn, equipment))
+        units = sorted({e.equipment_id for e in events if isinstance(e, MachineStateChanged | PartsProduced | ScrapReported)})
+        batch = BatchState(
+            statuses=await load_statuses(conn, sorted({e.equipment_id for e in events if isinstance(e, MachineStateChanged)})),
+            clocks=await load_clocks(conn, units),
+            book=await load_book(conn, orders.keys_to_load(events)),
+            lateness=self.lateness, minor_stop=self.minor_stop,
+        )
+        clocks_before = dict(batch.clocks)
         derived = fold(batch, events)
-        await save_statuses(conn, [batch.statuses[e] for e in sorted(batch.changed)])
-        await add_counts(conn, batch.counts)
+        await save_book(conn, batch.book)
+        await save_statuses(conn, [batch.statuses[u] for u in sorted(batch.changed)])
+        await save_facts(conn, batch)
+        await save_clocks(conn, {u: c for u, c in batch.clocks.items() if c is not None and c != clocks_before.get(u)})
+        derived.extend(await recompute_periods(conn, batch))
+        for late in batch.late:
+            LATE_EVENTS.labels(type(late.event).__name__).inc()
+        for event in derived:
+            if isinstance(event, TransitionRefused):
+                TRANSITIONS_REFUSED.labels(event.attempted).inc()
         return derived
+
+
+# -- loading -------------------------------------------------------------------------------------------
 
 
 async def load_statuses(conn: AsyncConnection, equipment: list[str]) -> dict[str, EquipmentStatus | None]:
@@ -26,39 +88,526 @@ async def load_statuses(conn: AsyncConnection, equipment: list[str]) -> dict[str
     if equipment:
         rows = await conn.execute(
             text("""SELECT equipment_id, state, reason_code, since, last_event_id FROM equipment_status
-                    WHERE equipment_id = ANY(:ids)"""), {"ids": equipment})
+                    WHERE equipment_id = ANY(:ids) ORDER BY equipment_id FOR UPDATE"""), {"ids": equipment})
         for r in rows:
             statuses[r.equipment_id] = EquipmentStatus(r.equipment_id, r.state, r.reason_code, r.since, r.last_event_id)
     return statuses
 
 
+async def load_clocks(conn: AsyncConnection, units: list[str]) -> dict[str, datetime | None]:
+    clocks: dict[str, datetime | None] = dict.fromkeys(units)
+    if units:
+        rows = await conn.execute(text("""SELECT equipment_id, known_until FROM unit_clock
+                                          WHERE equipment_id = ANY(:ids) ORDER BY equipment_id FOR UPDATE"""),
+                                  {"ids": units})
+        clocks.update({r.equipment_id: r.known_until for r in rows})
+    return clocks
+
+
+async def load_book(conn: AsyncConnection, keys: orders.KeysToLoad) -> orders.OrderBook:
+    """Every operation of the named orders, every running operation on the named units, their orders
+    and those orders' products (orders.keys_to_load says why this is enough)."""
+    book = orders.OrderBook()
+    if not (keys.order_ids or keys.equipment_ids or keys.product_ids):
+        return book
+    operations = await conn.execute(
+        text("""SELECT * FROM operation_state
+                WHERE order_id = ANY(:orders) OR (equipment_id = ANY(:units) AND status = 'RUNNING')
+                ORDER BY order_id, operation, equipment_id FOR UPDATE"""),
+        {"orders": sorted(keys.order_ids), "units": sorted(keys.equipment_ids)})
+    for r in operations:
+        book.operations[orders.OperationKey(r.order_id, r.operation, r.equipment_id)] = orders.Operation(
+            r.order_id, r.operation, r.equipment_id, orders.OperationStatus(r.status), r.started_at, r.completed_at,
+            r.good, r.scrap, r.rework)
+    order_ids = sorted(set(keys.order_ids) | {k.order_id for k in book.operations})
+    book.orders.update(dict.fromkeys(order_ids))
+    rows = await conn.execute(text("SELECT * FROM order_state WHERE order_id = ANY(:ids) ORDER BY order_id FOR UPDATE"),
+                              {"ids": order_ids})
+    for r in rows:
+        book.orders[r.order_id] = orders.Order(r.order_id, r.product_id, r.quantity, r.due_at, orders.OrderStatus(r.status),
+                                               r.started_at, r.completed_at, r.material_loaded)
+    product_ids = sorted(set(keys.product_ids) | {o.product_id for o in book.orders.values() if o is not None})
+    book.products.update(dict.fromkeys(product_ids))
+    rows = await conn.execute(text("SELECT * FROM products WHERE product_id = ANY(:ids)"), {"ids": product_ids})
+    for r in rows:
+        book.products[r.product_id] = orders.Product(
+            r.product_id, r.ideal_cycle_time_s,
+            tuple(orders.BomLine(material_id=b["material_id"], quantity_per_unit=b["quantity_per_unit"]) for b in r.bom),
+            tuple(orders.RoutingStep(operation=s["operation"], equipment_id=s["equipment_id"],
+                                     ideal_cycle_time_s=s["ideal_cycle_time_s"]) for s in r.routing))
+    book.__post_init__()  # index the operations loaded above
+    return book
+
+
+# -- writing -------------------------------------------------------------------------------------------
+
+
 async def save_statuses(conn: AsyncConnection, statuses: list[EquipmentStatus | None]) -> None:
     rows = [s for s in statuses if s is not None]
-    if not rows:
-        return
-    await conn.execute(
-        text("""INSERT INTO equipment_status (equipment_id, state, reason_code, since, last_event_id)
-                SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:states AS text[]), CAST(:reasons AS text[]),
-                                     CAST(:since AS timestamptz[]), CAST(:events AS text[]))
-                ON CONFLICT (equipment_id) DO UPDATE SET state = excluded.state, reason_code = excluded.reason_code,
-                    since = excluded.since, last_event_id = excluded.last_event_id"""),
-        {"ids": [s.equipment_id for s in rows], "states": [s.state for s in rows],
-         "reasons": [s.reason_code for s in rows], "since": [s.since for s in rows],
-         "events": [s.last_event_id for s in rows]},
-    )
+    if rows:
+        await conn.execute(
+            text("""INSERT INTO equipment_status (equipment_id, state, reason_code, since, last_event_id)
+                    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:states AS text[]), CAST(:reasons AS text[]),
+                                         CAST(:since AS timestamptz[]), CAST(:events AS text[]))
+                    ON CONFLICT (equipment_id) DO UPDATE SET state = excluded.state, reason_code = excluded.reason_code,
+                        since = excluded.since, last_event_id = excluded.last_event_id"""),
+            {"ids": [s.equipment_id for s in rows], "states": [s.state for s in rows],
+             "reasons": [s.reason_code for s in rows], "since": [s.since for s in rows],
+             "events": [s.last_event_id for s in rows]})
 
 
-async def add_counts(conn: AsyncConnection, counts: dict) -> None:
-    if not counts:
+async def save_clocks(conn: AsyncConnection, clocks: dict[str, datetime]) -> None:
+    if clocks:
+        units = sorted(clocks)
+        await conn.execute(
+            text("""INSERT INTO unit_clock (equipment_id, known_until)
+                    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:at AS timestamptz[]))
+                    ON CONFLICT (equipment_id) DO UPDATE SET known_until = greatest(unit_clock.known_until, excluded.known_until)"""),
+            {"ids": units, "at": [clocks[u] for u in units]})
+
+
+async def save_book(conn: AsyncConnection, book: orders.OrderBook) -> None:
+    products = book.changed_product_rows()
+    if products:
+        await conn.execute(
+            text("""INSERT INTO products (product_id, ideal_cycle_time_s, bom, routing)
+                    VALUES (:product_id, :ict, CAST(:bom AS jsonb), CAST(:routing AS jsonb))
+                    ON CONFLICT (product_id) DO UPDATE SET ideal_cycle_time_s = excluded.ideal_cycle_time_s,
+                        bom = excluded.bom, routing = excluded.routing"""),
+            [{"product_id": p.product_id, "ict": p.ideal_cycle_time_s,
+              "bom": json.dumps([{"material_id": b.material_id, "quantity_per_unit": b.quantity_per_unit} for b in p.bom]),
+              "routing": json.dumps([{"operation": s.operation, "equipment_id": s.equipment_id,
+                                      "ideal_cycle_time_s": s.ideal_cycle_time_s} for s in p.routing])}
+             for p in products])
+    order_rows = book.changed_order_rows()
+    if order_rows:
+        await conn.execute(
+            text("""INSERT INTO order_state (order_id, product_id, quantity, due_at, status, started_at, completed_at,
+                                             material_loaded)
+                    VALUES (:order_id, :product_id, :quantity, :due_at, :status, :started_at, :completed_at, :material_loaded)
+                    ON CONFLICT (order_id) DO UPDATE SET product_id = excluded.product_id, quantity = excluded.quantity,
+                        due_at = excluded.due_at, status = excluded.status, started_at = excluded.started_at,
+                        completed_at = excluded.completed_at, material_loaded = excluded.material_loaded"""),
+            [{"order_id": o.order_id, "product_id": o.product_id, "quantity": o.quantity, "due_at": o.due_at,
+              "status": str(o.status), "started_at": o.started_at, "completed_at": o.completed_at,
+              "material_loaded": o.material_loaded} for o in order_rows])
+    operation_rows = book.changed_operation_rows()
+    if operation_rows:
+        await conn.execute(
+            text("""INSERT INTO operation_state (order_id, operation, equipment_id, status, started_at, completed_at,
+                                                 good, scrap, rework)
+                    VALUES (:order_id, :operation, :equipment_id, :status, :started_at, :completed_at, :good, :scrap, :rework)
+                    ON CONFLICT (order_id, operation, equipment_id) DO UPDATE SET status = excluded.status,
+                        started_at = excluded.started_at, completed_at = excluded.completed_at, good = excluded.good,
+                        scrap = excluded.scrap, rework = excluded.rework"""),
+            [{"order_id": o.order_id, "operation": o.operation, "equipment_id": o.equipment_id, "status": str(o.status),
+              "started_at": o.started_at, "completed_at": o.completed_at, "good": o.good, "scrap": o.scrap,
+              "rework": o.rework} for o in operation_rows])
+
+
+async def save_facts(conn: AsyncConnection, batch: BatchState) -> None:
+    if batch.state_changes:
+        s = batch.state_changes
+        await conn.execute(
+            text("""INSERT INTO state_changes (equipment_id, occurred_at, event_id, state, reason_code, recorded_at)
+                    SELECT * FROM unnest(CAST(:u AS text[]), CAST(:at AS timestamptz[]), CAST(:id AS text[]),
+                                         CAST(:st AS text[]), CAST(:rc AS text[]), CAST(:rec AS timestamptz[]))
+                    ON CONFLICT DO NOTHING"""),
+            {"u": [e.equipment_id for e in s], "at": [e.occurred_at for e in s], "id": [e.event_id for e in s],
+             "st": [e.state for e in s], "rc": [e.reason_code for e in s], "rec": [e.recorded_at for e in s]})
+    if batch.production:
+        p = batch.production
+        await conn.execute(
+            text("""INSERT INTO production (event_id, equipment_id, occurred_at, good, reject, ideal_us, order_id, recorded_at)
+                    SELECT * FROM unnest(CAST(:id AS text[]), CAST(:u AS text[]), CAST(:at AS timestamptz[]),
+                                         CAST(:g AS bigint[]), CAST(:r AS bigint[]), CAST(:i AS bigint[]),
+                                         CAST(:o AS text[]), CAST(:rec AS timestamptz[]))
+                    ON CONFLICT DO NOTHING"""),
+            {"id": [f.event.event_id for f in p], "u": [f.event.equipment_id for f in p],
+             "at": [f.event.occurred_at for f in p], "g": [f.event.good for f in p], "r": [f.event.reject for f in p],
+             "i": [f.ideal_us for f in p], "o": [f.event.order_id for f in p], "rec": [f.event.recorded_at for f in p]})
+    if batch.scrap:
+        await conn.execute(
+            text("""INSERT INTO scrap (event_id, equipment_id, occurred_at, quantity, rework, order_id, reason_code, recorded_at)
+                    VALUES (:event_id, :equipment_id, :occurred_at, :quantity, :rework, :order_id, :reason_code, :recorded_at)
+                    ON CONFLICT DO NOTHING"""),
+            [{"event_id": e.event_id, "equipment_id": e.equipment_id, "occurred_at": e.occurred_at,
+              "quantity": e.quantity, "rework": e.rework, "order_id": e.order_id, "reason_code": e.reason_code,
+              "recorded_at": e.recorded_at} for e in batch.scrap])
+    if batch.late:
+        await conn.execute(
+            text("""INSERT INTO late_events (event_id, event_type, equipment_id, occurred_at, recorded_at, known_until)
+                    VALUES (:event_id, :event_type, :equipment_id, :occurred_at, :recorded_at, :known_until)
+                    ON CONFLICT DO NOTHING"""),
+            [{"event_id": f.event.event_id, "event_type": type(f.event).__name__, "equipment_id": f.equipment_id,
+              "occurred_at": f.event.occurred_at, "recorded_at": f.event.recorded_at, "known_until": f.known_until}
+             for f in batch.late])
+    for event in batch.equipment:  # rare: one statement each keeps "latest by event time wins" simple
+        await conn.execute(
+            text("""INSERT INTO equipment (equipment_id, name, parent_id, level, time_zone, capacity_per_hour, occurred_at)
+                    VALUES (:equipment_id, :name, :parent_id, :level, :time_zone, :capacity, :occurred_at)
+                    ON CONFLICT (equipment_id) DO UPDATE SET name = excluded.name, parent_id = excluded.parent_id,
+                        level = excluded.level, time_zone = excluded.time_zone,
+                        capacity_per_hour = excluded.capacity_per_hour, occurred_at = excluded.occurred_at
+                    WHERE equipment.occurred_at <= excluded.occurred_at"""),
+            {"equipment_id": event.equipment_id, "name": event.name, "parent_id": event.parent_id, "level": event.level,
+             "time_zone": event.time_zone, "capacity": event.capacity_per_hour, "occurred_at": event.occurred_at})
+    for event in batch.shifts:
+        await conn.execute(
+            text("""INSERT INTO shifts (shift_id, equipment_id, starts_at, ends_at, breaks, occurred_at, recorded_at)
+                    VALUES (:shift_id, :equipment_id, :starts_at, :ends_at, CAST(:breaks AS jsonb), :occurred_at, :recorded_at)
+                    ON CONFLICT (shift_id) DO UPDATE SET equipment_id = excluded.equipment_id,
+                        starts_at = excluded.starts_at, ends_at = excluded.ends_at, breaks = excluded.breaks,
+                        occurred_at = excluded.occurred_at, recorded_at = excluded.recorded_at
+                    WHERE shifts.occurred_at <= excluded.occurred_at"""),
+            {"shift_id": event.shift_id, "equipment_id": event.equipment_id, "starts_at": event.starts_at,
+             "ends_at": event.ends_at, "breaks": json.dumps([[s.isoformat(), e.isoformat()] for s, e in event.breaks]),
+             "occurred_at": event.occurred_at, "recorded_at": event.recorded_at})
+    for event in batch.lockouts:
+        column = "locked_at" if isinstance(event, EquipmentLockedOut) else "released_at"
+        await conn.execute(
+            text(f"""INSERT INTO lockouts (equipment_id, work_order_id, {column}, recorded_at)
+                     VALUES (:equipment_id, :work_order_id, :at, :recorded_at)
+                     ON CONFLICT (equipment_id, work_order_id) DO UPDATE SET {column} = excluded.{column},
+                         recorded_at = greatest(lockouts.recorded_at, excluded.recorded_at)"""),
+            {"equipment_id": event.equipment_id, "work_order_id": event.work_order_id, "at": event.occurred_at,
+             "recorded_at": event.recorded_at})
+    for event in batch.attendance:
+        if isinstance(event, OperatorSignedIn):
+            await conn.execute(
+                text("""INSERT INTO attendance (operator_id, equipment_id, signed_in_at, recorded_at)
+                        VALUES (:operator_id, :equipment_id, :at, :recorded_at) ON CONFLICT DO NOTHING"""),
+                {"operator_id": event.operator_id, "equipment_id": event.equipment_id, "at": event.occurred_at,
+                 "recorded_at": event.recorded_at})
+        else:  # closes the operator's latest sign-in at the unit before the sign-out
+            await conn.execute(
+                text("""UPDATE attendance SET signed_out_at = :at
+                        WHERE (operator_id, equipment_id, signed_in_at) = (
+                            SELECT operator_id, equipment_id, max(signed_in_at) FROM attendance
+                            WHERE operator_id = :operator_id AND equipment_id = :equipment_id AND signed_in_at <= :at
+                            GROUP BY 1, 2)"""),
+                {"operator_id": event.operator_id, "equipment_id": event.equipment_id, "at": event.occurred_at})
+    if batch.reasons:
+        await conn.execute(
+            text("""INSERT INTO reason_assignments (equipment_id, since, occurred_at, event_id, reason_code)
+                    VALUES (:equipment_id, :since, :occurred_at, :event_id, :reason_code) ON CONFLICT DO NOTHING"""),
+            [{"equipment_id": e.equipment_id, "since": e.since, "occurred_at": e.occurred_at, "event_id": e.event_id,
+              "reason_code": e.reason_code} for e in batch.reasons])
+
+
+# -- KPI periods ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    parents: dict[str, str | None]
+    zones: dict[str, str | None]
+    levels: dict[str, str]
+
+    def ancestry(self, unit: str) -> list[str]:
+        chain, seen = [unit], {unit}
+        while (parent := self.parents.get(chain[-1])) and parent not in seen:
+            chain.append(parent)
+            seen.add(parent)
+        return chain
+
+    def zone(self, unit: str) -> str | None:
+        return next((self.zones[e] for e in self.ancestry(unit) if self.zones.get(e)), None)
+
+    def units_under(self, equipment_id: str) -> list[str]:
+        units = [e for e, level in self.levels.items() if level == WORK_UNIT and equipment_id in self.ancestry(e)]
+        return units or [equipment_id]
+
+
+async def load_hierarchy(conn: AsyncConnection) -> Hierarchy:
+    rows = (await conn.execute(text("SELECT equipment_id, parent_id, time_zone, level FROM equipment"))).all()
+    return Hierarchy({r.equipment_id: r.parent_id for r in rows}, {r.equipment_id: r.time_zone for r in rows},
+                     {r.equipment_id: r.level for r in rows})
+
+
+@dataclass(frozen=True)
+class Request:
+    """One period of one unit to compute, as known now (cutoff None) or as known at a recorded_at."""
+
+    unit: str
+    period: kpi.Period
+    known_until: datetime
+    cutoff: datetime | None = None
+
+
+async def recompute_periods(conn: AsyncConnection, batch: BatchState) -> list[Event]:
+    touched = dict(batch.touched)
+    hierarchy = await load_hierarchy(conn) if (touched or batch.shifts or batch.equipment) else None
+    if hierarchy is None:
+        return []
+    for shift in batch.shifts:
+        for unit in hierarchy.units_under(shift.equipment_id):
+            batch.touch(unit, shift.starts_at, shift.ends_at)
+    rebuild = {u for e in batch.equipment for u in hierarchy.units_under(e.equipment_id)}
+    touched = dict(batch.touched)
+    for unit in sorted(rebuild):
+        span = (await conn.execute(text("""SELECT min(occurred_at), max(occurred_at) FROM (
+                    SELECT occurred_at FROM state_changes WHERE equipment_id = :u
+                    UNION ALL SELECT occurred_at FROM production WHERE equipment_id = :u) f"""), {"u": unit})).one()
+        if span[0] is not None:
+            await conn.execute(text("DELETE FROM period_elements WHERE equipment_id = :u"), {"u": unit})
+            await conn.execute(text("DELETE FROM period_versions WHERE equipment_id = :u"), {"u": unit})
+            touched[unit] = (span[0], span[1])
+    if not touched:
+        return []
+    clocks = await load_clocks(conn, sorted(touched))
+    units = [u for u in sorted(touched) if clocks.get(u) is not None]
+    shifts = await load_shifts(conn, hierarchy, units, touched)
+    requests: list[Request] = []
+    for unit in units:
+        low, high = touched[unit]
+        known = clocks[unit]
+        end = max(high, known) + US
+        zone = hierarchy.zone(unit)
+        periods = kpi.hour_windows(low, end, zone) + kpi.day_windows(low, end, zone)
+        periods += [p for p in kpi.shift_periods(shifts[unit]) if p.start < end and p.end > low]
+        requests.extend(Request(unit, p, known) for p in periods if p.start <= known)
+    current = await compute(conn, requests, shifts)
+    await save_periods(conn, current)
+    return await close_and_revise(conn, current, shifts, batch)
+
+
+async def load_shifts(conn: AsyncConnection, hierarchy: Hierarchy, units: list[str],
+                      touched: dict[str, tuple[datetime, datetime]]) -> dict[str, list[kpi.Shift]]:
+    owners = sorted({e for u in units for e in hierarchy.ancestry(u)})
+    low = min((touched[u][0] for u in units), default=None)
+    shifts: dict[str, list[kpi.Shift]] = {u: [] for u in units}
+    if not units or low is None:
+        return shifts
+    rows = (await conn.execute(
+        text("""SELECT shift_id, equipment_id, starts_at, ends_at, breaks FROM shifts
+                WHERE equipment_id = ANY(:owners) AND ends_at > :low - interval '2 days' ORDER BY shift_id"""),
+        {"owners": owners, "low": low})).all()
+    for unit in units:
+        chain = set(hierarchy.ancestry(unit))
+        for r in rows:
+            if r.equipment_id in chain:
+                breaks = tuple((datetime.fromisoformat(s), datetime.fromisoformat(e)) for s, e in r.breaks)
+                shifts[unit].append(kpi.Shift(r.shift_id, r.starts_at, r.ends_at, breaks))
+    return shifts
+
+
+async def compute(conn: AsyncConnection, requests: list[Request],
+                  shifts: dict[str, list[kpi.Shift]]) -> list[tuple[Request, kpi.Elements]]:
+    """Elements of each requested period from the stored facts: time by kpi.compute, counts by SQL."""
+    if not requests:
+        return []
+    units = sorted({r.unit for r in requests})
+    low = {u: min(r.period.start for r in requests if r.unit == u) for u in units}
+    high = {u: max(r.period.end for r in requests if r.unit == u) for u in units}
+    args = {"u": units, "lo": [low[u] for u in units], "hi": [high[u] for u in units]}
+    states: dict[str, list[tuple]] = defaultdict(list)
+    for r in await conn.execute(text("""
+            SELECT s.equipment_id, s.occurred_at, s.state, s.reason_code, s.recorded_at FROM
+            unnest(CAST(:u AS text[]), CAST(:lo AS timestamptz[]), CAST(:hi AS timestamptz[])) AS w(u, lo, hi)
+            JOIN LATERAL (
+                (SELECT * FROM state_changes WHERE equipment_id = w.u AND occurred_at < w.lo
+                 ORDER BY occurred_at DESC, event_id DESC LIMIT 8)
+                UNION ALL
+                (SELECT * FROM state_changes WHERE equipment_id = w.u AND occurred_at >= w.lo AND occurred_at < w.hi)
+            ) s ON true ORDER BY s.equipment_id, s.occurred_at, s.event_id"""), args):
+        states[r.equipment_id].append((r.occurred_at, r.state, r.reason_code, r.recorded_at))
+    lockouts: dict[str, list[tuple]] = defaultdict(list)
+    for r in await conn.execute(text("""SELECT equipment_id, locked_at, released_at, recorded_at FROM lockouts
+                                        WHERE equipment_id = ANY(:u) AND locked_at IS NOT NULL"""), {"u": units}):
+        lockouts[r.equipment_id].append((r.locked_at, r.released_at, r.recorded_at))
+    windows: dict[str, list[kpi.OrderWindow]] = defaultdict(list)
+    for r in await conn.execute(text("""SELECT order_id, equipment_id, started_at, completed_at FROM operation_state
+                                        WHERE equipment_id = ANY(:u) ORDER BY 1, 2, 3"""), {"u": units}):
+        windows[r.equipment_id].append(kpi.OrderWindow(r.order_id, r.started_at, r.completed_at))
+    attendance: dict[str, list[kpi.Attendance]] = defaultdict(list)
+    for r in await conn.execute(text("""SELECT operator_id, equipment_id, signed_in_at, signed_out_at FROM attendance
+                                        WHERE equipment_id = ANY(:u) ORDER BY 1, 3"""), {"u": units}):
+        attendance[r.equipment_id].append(kpi.Attendance(r.operator_id, r.signed_in_at, r.signed_out_at))
+    counts = await count(conn, requests)
+    results = []
+    for i, request in enumerate(requests):
+        cutoff = request.cutoff
+        unit_states = [kpi.StateChange(at, state, reason) for at, state, reason, rec in states[request.unit]
+                       if cutoff is None or rec <= cutoff]
+        unit_lockouts = [kpi.Lockout(start, end if (cutoff is None or rec <= cutoff) else None)
+                         for start, end, rec in lockouts[request.unit]]
+        elements = kpi.compute(request.period, request.known_until, states=unit_states, shifts=shifts.get(request.unit, ()),
+                               lockouts=unit_lockouts, orders=windows[request.unit], attendance=attendance[request.unit])
+        pq, gq, sq, rq, unrated, ideal_us = counts[i]
+        results.append((request, kpi.Elements(**{
+            **{f: getattr(elements, f) for f in (*ELEMENTS, "covered_until")},
+            "ideal_time": timedelta(microseconds=ideal_us), "pq": pq, "gq": gq, "sq": sq, "rq": rq,
+            "unrated_quantity": unrated})))
+    return results
+
+
+async def count(conn: AsyncConnection, requests: list[Request]) -> list[tuple[int, int, int, int, int, int]]:
+    """Quantities of each requested period: every report whose event time falls in it (and, for a
+    version, that was recorded by its cutoff)."""
+    rows = await conn.execute(text("""
+        SELECT w.i,
+               coalesce(p.good + p.reject, 0)::bigint AS pq,
+               (coalesce(p.good, 0) - coalesce(s.scrap + s.rework, 0))::bigint AS gq,
+               (coalesce(p.reject, 0) + coalesce(s.scrap, 0))::bigint AS sq, coalesce(s.rework, 0)::bigint AS rq,
+               coalesce(p.unrated, 0)::bigint AS unrated, coalesce(p.ideal_us, 0)::bigint AS ideal_us
+        FROM unnest(CAST(:i AS integer[]), CAST(:u AS text[]), CAST(:lo AS timestamptz[]), CAST(:hi AS timestamptz[]),
+                    CAST(:cut AS timestamptz[])) AS w(i, u, lo, hi, cut)
+        LEFT JOIN LATERAL (
+            SELECT sum(good) AS good, sum(reject) AS reject, sum(ideal_us) AS ideal_us,
+                   sum(good + reject) FILTER (WHERE ideal_us IS NULL) AS unrated
+            FROM production WHERE equipment_id = w.u AND occurred_at >= w.lo AND occurred_at < w.hi
+              AND (w.cut IS NULL OR recorded_at <= w.cut)) p ON true
+        LEFT JOIN LATERAL (
+            SELECT coalesce(sum(quantity) FILTER (WHERE NOT rework), 0) AS scrap,
+                   coalesce(sum(quantity) FILTER (WHERE rework), 0) AS rework
+            FROM scrap WHERE equipment_id = w.u AND occurred_at >= w.lo AND occurred_at < w.hi
+              AND (w.cut IS NULL OR recorded_at <= w.cut)) s ON true
+        ORDER BY w.i"""), {
+        "i": list(range(len(requests))), "u": [r.unit for r in requests], "lo": [r.period.start for r in requests],
+        "hi": [r.period.end for r in requests], "cut": [r.cutoff for r in requests]})
+    return [(r.pq, r.gq, r.sq, r.rq, r.unrated, r.ideal_us) for r in rows]
+
+
+def _row(request: Request, e: kpi.Elements) -> dict:
+    return {
+        "equipment_id": request.unit, "period": request.period.kind, "period_start": request.period.start,
+        "period_end": request.period.end, "label": request.period.label,
+        "shift_id": request.period.label if request.period.kind == "shift" else None,
+        **{f"{name}_us": getattr(e, name) // US for name in ELEMENTS},
+        "ideal_us": e.ideal_time // US, "pq": e.pq, "gq": e.gq, "sq": e.sq, "rq": e.rq, "unrated": e.unrated_quantity,
+        "covered_until": e.covered_until,
+    }
+
+
+_COLUMNS = [f"{n}_us" for n in ELEMENTS] + ["ideal_us", "pq", "gq", "sq", "rq", "unrated"]
+
+
+async def save_periods(conn: AsyncConnection, results: list[tuple[Request, kpi.Elements]]) -> None:
+    if not results:
         return
-    keys = sorted(counts)
+    rows = [_row(r, e) for r, e in results]
+    columns = ["equipment_id", "period", "period_start", "period_end", "shift_id", "label", *_COLUMNS, "covered_until"]
+    types = {"equipment_id": "text", "period": "text", "period_start": "timestamptz", "period_end": "timestamptz",
+             "shift_id": "text", "label": "text", "covered_until": "timestamptz"}
+    unnest = ", ".join(f"CAST(:{c} AS {types.get(c, 'bigint')}[])" for c in columns)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns[3:])
     await conn.execute(
-        text("""INSERT INTO part_counts_hourly (equipment_id, hour_start, good, reject)
-                SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:hours AS timestamptz[]),
-                                     CAST(:good AS bigint[]), CAST(:reject AS bigint[]))
-                ON CONFLICT (equipment_id, hour_start) DO UPDATE SET
-                    good = part_counts_hourly.good + excluded.good,
-                    reject = part_counts_hourly.reject + excluded.reject"""),
-        {"ids": [k[0] for k in keys], "hours": [k[1] for k in keys],
-         "good": [counts[k][0] for k in keys], "reject": [counts[k][1] for k in keys]},
-    )
+        text(f"""INSERT INTO period_elements ({", ".join(columns)}, version)
+                 SELECT *, 0 FROM unnest({unnest})
+                 ON CONFLICT (equipment_id, period, period_start) DO UPDATE SET {updates}"""),
+        {c: [row[c] for row in rows] for c in columns})
+
+
+async def close_and_revise(conn: AsyncConnection, current: list[tuple[Request, kpi.Elements]],
+                           shifts: dict[str, list[kpi.Shift]], batch: BatchState) -> list[Event]:
+    """Versions of closed periods, as a function of the facts: version 1 is the period as known when the
+    first fact past its end was recorded; each later recorded_at of a fact inside it is one more version."""
+    closed = [r for r, _ in current if r.period.end <= r.known_until]
+    if not closed:
+        return []
+    rows = (await conn.execute(text("""
+        SELECT w.i, c.closed_at, c.closed_by, f.recorded_at, f.event_id, v.versions
+        FROM unnest(CAST(:i AS integer[]), CAST(:u AS text[]), CAST(:lo AS timestamptz[]), CAST(:hi AS timestamptz[]),
+                    CAST(:kind AS text[])) AS w(i, u, lo, hi, kind)
+        JOIN LATERAL (
+            SELECT recorded_at AS closed_at, event_id AS closed_by FROM (
+                SELECT recorded_at, event_id FROM state_changes WHERE equipment_id = w.u AND occurred_at >= w.hi
+                UNION ALL SELECT recorded_at, event_id FROM production WHERE equipment_id = w.u AND occurred_at >= w.hi) x
+            ORDER BY recorded_at, event_id LIMIT 1) c ON true
+        LEFT JOIN LATERAL (
+            SELECT recorded_at, min(event_id) AS event_id FROM (
+                SELECT recorded_at, event_id FROM state_changes WHERE equipment_id = w.u AND occurred_at >= w.lo AND occurred_at < w.hi
+                UNION ALL SELECT recorded_at, event_id FROM production WHERE equipment_id = w.u AND occurred_at >= w.lo AND occurred_at < w.hi
+                UNION ALL SELECT recorded_at, event_id FROM scrap WHERE equipment_id = w.u AND occurred_at >= w.lo AND occurred_at < w.hi
+            ) y WHERE recorded_at > c.closed_at GROUP BY recorded_at) f ON true
+        LEFT JOIN LATERAL (
+            SELECT count(*) AS versions FROM period_versions
+            WHERE equipment_id = w.u AND period = w.kind AND period_start = w.lo) v ON true
+        ORDER BY w.i, f.recorded_at"""), {
+        "i": list(range(len(closed))), "u": [r.unit for r in closed], "lo": [r.period.start for r in closed],
+        "hi": [r.period.end for r in closed], "kind": [r.period.kind for r in closed]})).all()
+    wanted: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
+    existing: dict[int, int] = {}
+    for r in rows:
+        if r.i not in wanted:
+            wanted[r.i].append((r.closed_at, r.closed_by))
+        existing[r.i] = r.versions
+        if r.recorded_at is not None:
+            wanted[r.i].append((r.recorded_at, r.event_id))
+    requests, keys = [], []
+    for i, versions in wanted.items():
+        base = closed[i]
+        for number, (known_at, caused_by) in enumerate(versions, start=1):
+            requests.append(Request(base.unit, base.period, base.period.end, cutoff=known_at))
+            keys.append((number, known_at, caused_by, number > existing[i]))
+    computed = await compute(conn, requests, shifts)
+    derived: list[Event] = []
+    version_rows = []
+    for (request, elements), (number, known_at, caused_by, new) in zip(computed, keys, strict=True):
+        row = _row(request, elements)
+        version_rows.append({**row, "version": number, "known_at": known_at, "caused_by": caused_by})
+        if new:
+            derived.append(_period_event(request, elements, number, known_at, caused_by))
+            if number == 1 and request.period.kind == "hour":
+                derived.append(await _runtime(conn, request, elements, known_at, caused_by))
+    if version_rows:
+        await _save_versions(conn, version_rows)
+    return derived
+
+
+async def _save_versions(conn: AsyncConnection, rows: list[dict]) -> None:
+    columns = ["equipment_id", "period", "period_start", "version", "known_at", "caused_by", "period_end", "shift_id",
+               *_COLUMNS, "covered_until"]
+    types = {"equipment_id": "text", "period": "text", "period_start": "timestamptz", "version": "integer",
+             "known_at": "timestamptz", "caused_by": "text", "period_end": "timestamptz", "shift_id": "text",
+             "covered_until": "timestamptz"}
+    unnest = ", ".join(f"CAST(:{c} AS {types.get(c, 'bigint')}[])" for c in columns)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns[4:])
+    await conn.execute(
+        text(f"""INSERT INTO period_versions ({", ".join(columns)}) SELECT * FROM unnest({unnest})
+                 ON CONFLICT (equipment_id, period, period_start, version) DO UPDATE SET {updates}"""),
+        {c: [row[c] for row in rows] for c in columns})
+    latest: dict[tuple, dict] = {}
+    for row in rows:
+        key = (row["equipment_id"], row["period"], row["period_start"])
+        if key not in latest or row["version"] > latest[key]["version"]:
+            latest[key] = row
+    keys = sorted(latest)
+    await conn.execute(
+        text("""UPDATE period_elements e SET version = v.version
+                FROM unnest(CAST(:u AS text[]), CAST(:k AS text[]), CAST(:s AS timestamptz[]), CAST(:v AS integer[]))
+                     AS v(u, k, s, version)
+                WHERE e.equipment_id = v.u AND e.period = v.k AND e.period_start = v.s"""),
+        {"u": [k[0] for k in keys], "k": [k[1] for k in keys], "s": [k[2] for k in keys],
+         "v": [latest[k]["version"] for k in keys]})
+
+
+def _period_event(request: Request, e: kpi.Elements, version: int, known_at: datetime, caused_by: str) -> Event:
+    body = {
+        "equipment_id": request.unit, "period": request.period.kind, "period_start": request.period.start,
+        "period_end": request.period.end, "shift_id": request.period.label if request.period.kind == "shift" else None,
+        "version": version, **{f"{n}_s": getattr(e, n).total_seconds() for n in ELEMENTS},
+        "ideal_s": e.ideal_time.total_seconds(), "pq": e.pq, "gq": e.gq, "sq": e.sq, "rq": e.rq,
+        "covered_until": e.covered_until,
+    }
+    envelope = {"occurred_at": request.period.end, "recorded_at": known_at, "source": SERVICE,
+                "correlation_id": caused_by}
+    key = f"{request.unit}:{request.period.kind}:{request.period.start.isoformat()}"
+    if version == 1:
+        return PeriodClosed(event_id=f"{key}:closed", **envelope, **body)
+    return PeriodRevised(event_id=f"{key}:v{version}", caused_by=caused_by, **envelope, **body)
+
+
+async def _runtime(conn: AsyncConnection, request: Request, e: kpi.Elements, known_at: datetime,
+                   caused_by: str) -> RuntimeAccumulated:
+    totals = (await conn.execute(
+        text("""UPDATE unit_clock SET total_runtime_us = total_runtime_us + :rt, total_cycles = total_cycles + :cy
+                WHERE equipment_id = :u RETURNING total_runtime_us, total_cycles"""),
+        {"rt": e.apt // US, "cy": e.pq, "u": request.unit})).one()
+    return RuntimeAccumulated(
+        event_id=f"{request.unit}:runtime:{request.period.start.isoformat()}", occurred_at=request.period.end,
+        recorded_at=known_at, source=SERVICE, correlation_id=caused_by, equipment_id=request.unit,
+        period_start=request.period.start, period_end=request.period.end, runtime_s=e.apt.total_seconds(),
+        cycles=e.pq, total_runtime_s=totals.total_runtime_us / 1e6, total_cycles=totals.total_cycles)
+

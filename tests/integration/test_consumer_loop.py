@@ -71,7 +71,7 @@ def end_offsets(prepared, topic: str) -> int:
         consumer.close()
 
 
-async def run_until(worker, done: Callable[[], bool], timeout_s: float = 60.0) -> None:
+async def run_until(worker, done: Callable[[], bool], timeout_s: float = 240.0) -> None:
     tasks = [asyncio.create_task(worker.loop.run()), asyncio.create_task(worker.relay.run())]
     try:
         deadline = time.monotonic() + timeout_s
@@ -150,6 +150,7 @@ class PoisonedProjector(ExecutionProjector):
     """Raises on one event id, as a handler bug would."""
 
     def __init__(self, poison: str) -> None:
+        super().__init__()
         self.poison = poison
 
     async def apply(self, conn, events):

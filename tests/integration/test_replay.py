@@ -21,7 +21,7 @@ async def test_a_rebuilt_schema_equals_the_live_one_row_for_row(prepared, scratc
     for press in presses:
         produce(prepared, states(press, ["RUNNING", "DOWN", "IDLE", "RUNNING", "DOWN"]) + parts(press, 300))
         produce(prepared, parts(press, 20))  # resent: duplicates by id
-    live = replace(scratch, batch_max_events=37)
+    live = replace(scratch, batch_max_events=211)
     await run_until(build_worker(live, lambda c: build_execution(live, c)), caught_up(prepared, live))
     # When the service is replayed from offset 0 into another schema, in large batches
     target = f"{scratch.db_schema}_r"

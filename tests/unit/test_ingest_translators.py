@@ -120,7 +120,7 @@ def test_valid_event_becomes_a_record_its_schema_can_write(event_type):
     assert isinstance(outcome, Accepted), outcome
     assert outcome.event_type == event_type and outcome.event_id == "press07-000123"
     record = outcome.record
-    assert record["recorded_at"] == to_micros(NOW)
+    assert record["recorded_at"] == to_micros(NOW)  # item 0; item i is stamped i microseconds later
     assert record["occurred_at"] == to_micros(datetime(2026, 11, 2, 6, tzinfo=UTC))
     assert record["source"] == CLIENT and record["correlation_id"] is None
     schema = parse_schema(CATALOGUE.schemas[event_type], named_schemas={})

@@ -1,0 +1,40 @@
+"""The benchmark's own local stack: its own state dir and ports, so it never meets a developer's or the tests'."""
+from __future__ import annotations
+
+import os
+
+from services.common import localstack
+from services.common.settings import REPO_ROOT
+
+BENCH_ENV = {
+    "MOM_STATE_DIR": str(REPO_ROOT / ".mom" / "bench"),
+    "MOM_KAFKA_PORT": "39092",
+    "MOM_KAFKA_CONTROLLER_PORT": "39093",
+    "MOM_PG_PORT": "35432",
+    "MOM_REGISTRY": "none",
+    "MOM_REGISTRY_PORT": "38081",
+    "MOM_INGEST_PORT": "38000",
+    "MOM_EXECUTION_PORT": "38101",
+    "MOM_QUALITY_PORT": "38102",
+    "MOM_MAINTENANCE_PORT": "38103",
+    "MOM_INVENTORY_PORT": "38104",
+}
+
+
+def config() -> localstack.StackConfig:
+    return localstack.StackConfig.from_env({**os.environ, **BENCH_ENV})
+
+
+def start() -> tuple[localstack.StackConfig, dict, bool]:
+    """Bring the bench stack up (idempotent); returns (config, status, whether this call started Kafka or PostgreSQL)."""
+    from services.cli import prepare
+
+    cfg = config()
+    before = localstack.status(cfg)
+    was_running = before["kafka"]["running"] and before["database"]["running"]
+    status = localstack.up(cfg, services=(), after_infra=prepare)
+    return cfg, status, not was_running
+
+
+def stop(cfg: localstack.StackConfig) -> None:
+    localstack.down(cfg)
