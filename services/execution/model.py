@@ -148,6 +148,8 @@ def decide_downtime(status: EquipmentStatus | None, event: MachineStateChanged,
 def ideal_cycle_time(book: orders.OrderBook, event: PartsProduced) -> float | None:
     """PRU of a report: the routing step's ideal cycle time on this unit for the operation the parts
     are attributed to, else the product's; None when the parts belong to no single operation."""
+    if event.order_id is None and not book.has_operations_on(event.equipment_id):
+        return None  # the common case of a unit that runs no order: nothing to look up
     attribution = orders.attribute_to_running(event.order_id, event.equipment_id, book.orders,
                                               book.running_on(event.equipment_id), "PartsProduced")
     if attribution.key is None:

@@ -474,6 +474,9 @@ class OrderBook:
     def operations_on(self, equipment_id: str) -> list[Operation]:
         return [self.operations[k] for k in sorted(self._by_unit.get(equipment_id, ()))]
 
+    def has_operations_on(self, equipment_id: str) -> bool:
+        return bool(self._by_unit.get(equipment_id))
+
     def running_on(self, equipment_id: str) -> list[Operation]:
         return [o for o in self.operations_on(equipment_id) if o.status == OperationStatus.RUNNING]
 
@@ -556,6 +559,9 @@ def on_operation_completed(book: OrderBook, event: OperationCompleted) -> list[E
 def on_parts_produced(book: OrderBook, event: PartsProduced) -> list[Event]:
     """A zero report is no fact about any order: nothing is attributed, refused or counted."""
     if event.good == 0 and event.reject == 0:
+        return []
+    if event.order_id is None and not book.has_operations_on(event.equipment_id):
+        book.unattributed += 1
         return []
     attribution = attribute_to_running(event.order_id, event.equipment_id, book.orders,
                                        book.running_on(event.equipment_id), "PartsProduced")
