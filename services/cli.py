@@ -134,6 +134,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if all(d.only_live == d.only_replay == 0 for d in differences) else 1
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from services.report import ReportQuery, instant, run
+
+    query = ReportQuery(scope=args.scope, period=args.period, start=args.start and instant(args.start),
+                        end=args.end and instant(args.end))
+    print(run(query, as_json=args.json))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if args.service not in available_services():
         print(f"mom run: unknown service {args.service!r} (known: {', '.join(available_services())})", file=sys.stderr)
@@ -173,6 +182,14 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("--into", help="target schema (default: <schema>_replay); dropped and rebuilt")
     replay.add_argument("--no-compare", action="store_true", help="rebuild only")
     replay.set_defaults(func=cmd_replay)
+
+    report = sub.add_parser("report", help="OEE, downtime Pareto, order progress and WIP from the analyst views")
+    report.add_argument("--scope", metavar="EQUIPMENT_ID", help="a piece of equipment and everything below it")
+    report.add_argument("--period", choices=("hour", "shift", "day"), default="shift", help="default: shift")
+    report.add_argument("--from", dest="start", metavar="T", help="periods starting at or after T (RFC 3339; UTC if no offset)")
+    report.add_argument("--to", dest="end", metavar="T", help="periods starting before T")
+    report.add_argument("--json", action="store_true", help="one JSON object, ratios as fractions")
+    report.set_defaults(func=cmd_report)
 
     run = sub.add_parser("run", help="run one service in the foreground (as a container does)")
     run.add_argument("service")

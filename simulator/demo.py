@@ -1,5 +1,5 @@
-"""`make demo`: start the stack and the services, send an hour of a small line through ingest,
-wait until the projections hold it, print them, and stop what the demo started."""
+"""`make demo`: start the stack and the services, send a shift of a small line through ingest,
+wait until the projections hold it, print the report, and stop what the demo started."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,11 @@ from services.common import localstack
 from services.common.avro import codec_for
 from services.common.catalogue import Catalogue
 from services.common.settings import REPO_ROOT
-from simulator.scenario import bad_items, one_hour
+from services.report import ReportQuery
+from services.report import run as report
+from simulator.scenario import LINE, bad_items, ground_truth, shift
+
+CHUNK = 1000  # items per request to ingest
 
 
 def post(status: dict, events: list[dict]) -> dict:
@@ -24,6 +28,19 @@ def post(status: dict, events: list[dict]) -> dict:
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {status['ingest']['token']}"})
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
+
+
+def send(status: dict, events: list[dict]) -> tuple[int, int, list[str]]:
+    """Posts the events in chunks, in order; returns accepted, refused and the refusals' messages."""
+    accepted, refused, messages = 0, 0, []
+    for first in range(0, len(events), CHUNK):
+        answer = post(status, events[first:first + CHUNK])
+        accepted, refused = accepted + answer["accepted"], refused + answer["rejected"]
+        for result in answer["results"]:
+            for error in result.get("errors", []):
+                messages.append(f"item {first + result['index']}: {error['field']}: {error['rule']}: "
+                                f"{error['message']}")
+    return accepted, refused, messages
 
 
 def end_offset(bootstrap: str, topic: str) -> int:
@@ -35,14 +52,14 @@ def end_offset(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
-def wait_caught_up(status: dict, topic: str, timeout_s: float = 120.0) -> float:
-    """Until execution's stored positions reach the end of its input topic; returns the seconds waited."""
-    target = end_offset(status["kafka"]["bootstrap"], topic)
+def wait_caught_up(status: dict, topics: list[str], timeout_s: float = 120.0) -> float:
+    """Until execution's stored positions reach the end of its input topics; returns the seconds waited."""
+    target = sum(end_offset(status["kafka"]["bootstrap"], topic) for topic in topics)
     started = time.monotonic()
     with psycopg.connect(status["database"]["url"], autocommit=True) as conn:
         while True:
-            done = conn.execute("SELECT coalesce(sum(next_offset), 0) FROM execution.positions WHERE topic = %s",
-                                (topic,)).fetchone()[0]
+            done = conn.execute("SELECT coalesce(sum(next_offset), 0) FROM execution.positions WHERE topic = ANY(%s)",
+                                (topics,)).fetchone()[0]
             if done >= target:
                 return time.monotonic() - started
             if time.monotonic() - started > timeout_s:
@@ -69,11 +86,18 @@ def read_topic(status: dict, event_type: str, idle_polls: int = 4) -> list[tuple
 
 
 def print_derived(status: dict) -> None:
-    print("\nexecution's derived events (its own topic, through the outbox):")
-    derived = sorted(read_topic(status, "DowntimeStarted"), key=lambda e: (e[1]["equipment_id"], e[1]["occurred_at"]))
-    for event_type, record in derived:
-        extra = f"lasted {record['duration_s']:.0f} s" if event_type == "DowntimeEnded" else f"reason {record['reason_code']}"
-        print(f"  {record['occurred_at']:%H:%M}  {event_type:<16} {record['equipment_id']}  {extra}")
+    derived = read_topic(status, "DowntimeStarted")
+    counts: dict[str, int] = {}
+    for event_type, _ in derived:
+        counts[event_type] = counts.get(event_type, 0) + 1
+    print(f"\nexecution's derived events (its own topic, through the outbox): {len(derived)}")
+    for event_type, number in sorted(counts.items()):
+        print(f"  {number:5d}  {event_type}")
+    print("\nstops that ended (DowntimeEnded; times UTC):")
+    ended = sorted((r for t, r in derived if t == "DowntimeEnded"), key=lambda r: (r["equipment_id"], r["started_at"]))
+    for record in ended:
+        print(f"  {record['started_at']:%H:%M:%S}  {record['equipment_id']:<32} {record['state']:<8} "
+              f"{record['reason_code'] or '':<14} {record['duration_s']:6.0f} s  {record['classification']}")
     rejected = read_topic(status, "EventRejected")
     print(f"\nrefused items kept on the rejected topic: {len(rejected)}")
 
@@ -98,21 +122,26 @@ def main() -> int:
     print(f"up in {time.monotonic() - started:.1f} s: Kafka {status['kafka']['bootstrap']}, "
           f"PostgreSQL {status['database']['url']}, ingest {status['ingest']['url']}")
     try:
-        events = one_hour()
-        answer = post(status, events + bad_items())
-        print(f"\nsent {len(events) + len(bad_items())} events to ingest: "
-              f"{answer['accepted']} accepted, {answer['rejected']} refused")
-        for result in answer["results"]:
-            for error in result.get("errors", []):
-                print(f"  item {result['index']}: {error['field']}: {error['rule']}: {error['message']}")
-        topic = Catalogue.load().topic_for("MachineStateChanged").name
-        waited = wait_caught_up(status, topic)
-        print(f"execution caught up {waited:.1f} s after ingest answered")
+        events = shift() + bad_items()
+        sent = time.monotonic()
+        accepted, refused, messages = send(status, events)
+        print(f"\nsent {len(events)} events to ingest in chunks of {CHUNK}: {accepted} accepted, {refused} refused")
+        for message in messages:
+            print(f"  {message}")
+        catalogue = Catalogue.load()
+        topics = sorted({catalogue.topic_for(e["type"]).name for e in events})
+        waited = wait_caught_up(status, topics)
+        print(f"execution caught up {waited:.1f} s after ingest answered "
+              f"({time.monotonic() - sent:.1f} s after the first request)")
         with psycopg.connect(status["database"]["url"]) as conn:
             table(conn, "execution.equipment_state: each work unit's current state and since when",
                   "SELECT equipment_id, state, reason_code, since FROM execution.equipment_state ORDER BY 1")
-            table(conn, "execution.hourly_counts: parts per work unit and hour (UTC)",
-                  "SELECT equipment_id, hour_start, good, reject, produced FROM execution.hourly_counts ORDER BY 1, 2")
+        print("\n" + report(ReportQuery(scope=LINE, period="shift"), url=status["database"]["analyst_url"]))
+        print("\nthe scenario's own figures for the shift (simulator ground truth):")
+        for unit, truth in ground_truth().items():
+            print(f"  {unit:<32} availability {truth['availability'] * 100:5.1f} %  "
+                  f"performance {truth['effectiveness'] * 100:5.1f} %  quality {truth['quality_ratio'] * 100:5.1f} %  "
+                  f"OEE {truth['oee'] * 100:5.1f} %")
         print_derived(status)
     finally:
         if not was_running:
