@@ -45,6 +45,14 @@ def end_offsets(settings: Settings, topics: tuple[str, ...]) -> dict[tuple[str, 
         consumer.close()
 
 
+def seed_positions(admin_url: str, schema: str, positions: dict[tuple[str, int], int]) -> None:
+    """Start a schema's projection at given offsets rather than at 0 (a segment of the log)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.cursor().executemany(
+            f'INSERT INTO "{checked_schema(schema)}".positions (topic, partition, next_offset) VALUES (%s, %s, %s)',
+            [(t, p, o) for (t, p), o in sorted(positions.items())])
+
+
 def _positions(admin_url: str, schema: str) -> dict[tuple[str, int], int]:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         rows = conn.execute(f'SELECT topic, partition, next_offset FROM "{schema}".positions').fetchall()
@@ -52,12 +60,16 @@ def _positions(admin_url: str, schema: str) -> dict[tuple[str, int], int]:
 
 
 async def rebuild(settings: Settings, make_spec: Callable[[Settings, Catalogue], ServiceSpec], admin_url: str,
-                  schema: str, *, timeout_s: float = 3600.0, progress: Callable[[int, int], None] = lambda d, t: None) -> float:
-    """Replay every input topic from offset 0 into `schema` (dropped first); returns the seconds it took."""
+                  schema: str, *, timeout_s: float = 3600.0, progress: Callable[[int, int], None] = lambda d, t: None,
+                  start: dict[tuple[str, int], int] | None = None) -> float:
+    """Replay every input topic from offset 0 (or from `start`, per partition) into `schema` (dropped
+    first); returns the seconds it took."""
     schema = checked_schema(schema)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     upgrade(admin_url, settings.service, schema=schema)
+    if start:
+        seed_positions(admin_url, schema, start)
     replay_settings = replace(settings, database_url=admin_url, db_schema=schema,
                               group_id=f"{settings.group_id}.replay.{uuid.uuid4().hex[:8]}")
     worker = build_worker(replay_settings, lambda catalogue: make_spec(replay_settings, catalogue))

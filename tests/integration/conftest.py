@@ -56,3 +56,15 @@ def scratch(prepared: Prepared) -> Iterator[Settings]:
     )
     with psycopg.connect(prepared.superuser_url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def start_at_end(prepared: Prepared, settings: Settings) -> dict[tuple[str, int], int]:
+    """Seed a scratch schema's positions at the current end of execution's input topics, so a test
+    processes only what it produces (the shared topics keep every earlier test's events)."""
+    from services.common.replay import end_offsets, seed_positions
+    from services.execution.app import build
+
+    topics = build(settings, prepared.catalogue).input_topics
+    ends = end_offsets(settings, topics)
+    seed_positions(prepared.superuser_url, settings.db_schema, ends)
+    return ends

@@ -20,6 +20,7 @@ from services.common.db import Span, StalePosition, advance_positions, load_posi
 from services.common.runtime import build_worker
 from services.execution.app import build as build_execution
 from services.execution.projections import ExecutionProjector
+from tests.integration.conftest import start_at_end
 
 pytestmark = pytest.mark.integration
 
@@ -102,6 +103,7 @@ def caught_up(prepared, settings) -> Callable[[], bool]:
 
 async def test_a_batch_commits_rows_positions_and_derived_events_together(prepared, scratch):
     # Given a work unit that runs, goes down and runs again, and reports parts
+    start_at_end(prepared, scratch)
     press = unit()
     produce(prepared, states(press, ["RUNNING", "DOWN", "RUNNING"]) + parts(press, 40))
     # When a worker consumes everything there is
@@ -137,6 +139,7 @@ def read_topic(prepared, topic: str, key: str) -> list[str]:
 
 
 async def test_a_resent_event_id_is_applied_once(prepared, scratch):
+    start_at_end(prepared, scratch)
     press = unit()
     batch = parts(press, 5)
     produce(prepared, batch)
@@ -161,6 +164,7 @@ class PoisonedProjector(ExecutionProjector):
 
 
 async def test_an_event_whose_handler_fails_goes_to_dead_letters_and_the_partition_moves_on(prepared, scratch):
+    start_at_end(prepared, scratch)
     press = unit()
     events = parts(press, 10)
     produce(prepared, events)
@@ -197,6 +201,7 @@ async def test_a_batch_from_a_stale_position_is_refused_whole(prepared, scratch)
 
 def test_a_worker_killed_mid_stream_resumes_with_nothing_lost_and_nothing_counted_twice(prepared, scratch):
     # Given many reports from a few work units
+    start_at_end(prepared, scratch)
     presses = [unit() for _ in range(4)]
     total = 0
     for press in presses:

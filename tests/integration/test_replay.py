@@ -10,6 +10,7 @@ import pytest
 from services.common.replay import compare, rebuild
 from services.common.runtime import build_worker
 from services.execution.app import build as build_execution
+from tests.integration.conftest import start_at_end
 from tests.integration.test_consumer_loop import T0, caught_up, parts, produce, run_until, states, unit
 
 pytestmark = pytest.mark.integration
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.integration
 
 async def test_a_rebuilt_schema_equals_the_live_one_row_for_row(prepared, scratch):
     # Given a live projection built in small batches from states and parts of a few work units
+    start = start_at_end(prepared, scratch)
     presses = [unit() for _ in range(3)]
     for press in presses:
         produce(prepared, states(press, ["RUNNING", "DOWN", "IDLE", "RUNNING", "DOWN"]) + parts(press, 300))
@@ -26,18 +28,18 @@ async def test_a_rebuilt_schema_equals_the_live_one_row_for_row(prepared, scratc
     # When the service is replayed from offset 0 into another schema, in large batches
     target = f"{scratch.db_schema}_r"
     try:
-        await rebuild(scratch, build_execution, prepared.superuser_url, target)
+        await rebuild(scratch, build_execution, prepared.superuser_url, target, start=start)
         # Then every table is identical, row for row
         differences = compare(prepared.superuser_url, scratch.db_schema, target)
-        assert {d.table for d in differences} >= {"equipment_status", "part_counts_hourly", "positions",
+        assert {d.table for d in differences} >= {"equipment_status", "period_elements", "period_versions", "positions",
                                                   "processed_events", "dead_letters"}
         assert [(d.table, d.only_live, d.only_replay) for d in differences if d.only_live or d.only_replay] == []
         # And a single changed row is found
         with psycopg.connect(prepared.superuser_url, autocommit=True) as conn:
-            conn.execute(f'UPDATE "{target}".part_counts_hourly SET good = good + 1 WHERE equipment_id = %s AND hour_start = %s',
-                         (presses[0], T0))
+            conn.execute(f"""UPDATE "{target}".period_elements SET pq = pq + 1
+                             WHERE equipment_id = %s AND period = 'hour' AND period_start = %s""", (presses[0], T0))
         changed = {d.table: (d.only_live, d.only_replay) for d in compare(prepared.superuser_url, scratch.db_schema, target)}
-        assert changed["part_counts_hourly"] == (1, 1)
+        assert changed["period_elements"] == (1, 1)
     finally:
         with psycopg.connect(prepared.superuser_url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{target}" CASCADE')

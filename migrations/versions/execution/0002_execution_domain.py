@@ -189,10 +189,14 @@ def upgrade() -> None:
         PRIMARY KEY (equipment_id, period, period_start, version))""")
 
     # -- analyst views --------------------------------------------------------------------------
+    # A repeated report of the same state (a new reason, a heartbeat) continues the interval it is in.
     op.execute("""CREATE VIEW equipment_timeline AS
+        WITH changes AS (
+            SELECT *, lag(state) OVER (PARTITION BY equipment_id ORDER BY occurred_at, event_id) AS previous_state
+            FROM state_changes)
         SELECT equipment_id, state, reason_code, occurred_at AS started_at,
                lead(occurred_at) OVER (PARTITION BY equipment_id ORDER BY occurred_at, event_id) AS ended_at
-        FROM state_changes""")
+        FROM changes WHERE previous_state IS DISTINCT FROM state""")
     op.execute("""CREATE VIEW downtime AS
         WITH timeline AS (
             SELECT t.*, extract(epoch FROM t.ended_at - t.started_at) AS duration_s FROM equipment_timeline t
@@ -245,8 +249,10 @@ def upgrade() -> None:
         {_seconds()},
         {_ratios()}
         FROM period_versions""")
+    # search_path is pinned to this schema at creation, so analysts (and replays' scratch schemas) get
+    # the versions of the schema the function belongs to, whatever their own search_path.
     op.execute("""CREATE FUNCTION oee_as_known_at(at timestamptz) RETURNS SETOF oee_versions
-        LANGUAGE sql STABLE AS $$
+        LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
             SELECT DISTINCT ON (equipment_id, period, period_start) *
             FROM oee_versions WHERE known_at <= at
             ORDER BY equipment_id, period, period_start, version DESC
