@@ -227,6 +227,17 @@ def upgrade() -> None:
                coalesce(sum(op.scrap) FILTER (WHERE op.operation = (p.routing -> -1 ->> 'operation')), 0) AS scrap
         FROM order_state o LEFT JOIN products p USING (product_id) LEFT JOIN operation_state op USING (order_id)
         GROUP BY o.order_id, p.routing""")
+    # ISO 22400 fall-off ratio: scrap over produced quantity at the order's first operation.
+    op.execute("""CREATE VIEW order_kpis AS
+        SELECT o.order_id, o.product_id, o.status, o.started_at, o.completed_at,
+               extract(epoch FROM o.completed_at - o.started_at) AS order_execution_s,
+               first_op.operation AS first_operation,
+               first_op.scrap::numeric / NULLIF(first_op.good + first_op.scrap, 0) AS fall_off_ratio
+        FROM order_state o LEFT JOIN products p USING (product_id)
+        LEFT JOIN LATERAL (
+            SELECT p.routing -> 0 ->> 'operation' AS operation, sum(op.good) AS good, sum(op.scrap) AS scrap
+            FROM operation_state op
+            WHERE op.order_id = o.order_id AND op.operation = p.routing -> 0 ->> 'operation') first_op ON true""")
     op.execute("""CREATE VIEW wip AS
         SELECT op.order_id, op.operation, op.equipment_id, o.product_id, op.status,
                op.status = 'RUNNING' AS in_process, op.started_at, op.completed_at,
@@ -280,7 +291,7 @@ def upgrade() -> None:
                e.pq::numeric / NULLIF(q.capacity_per_hour * extract(epoch FROM e.period_end - e.period_start) / 3600, 0)
                    AS equipment_load_ratio
         FROM period_elements e JOIN equipment q USING (equipment_id)""")
-    grant_views_to_analysts(op, ["equipment_timeline", "downtime", "downtime_pareto", "orders", "wip",
+    grant_views_to_analysts(op, ["equipment_timeline", "downtime", "downtime_pareto", "orders", "order_kpis", "wip",
                                  "hourly_counts", "late_event_report", "oee", "oee_versions", "oee_rollup",
                                  "equipment_load"])
     op.execute("""DO $$ BEGIN

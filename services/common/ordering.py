@@ -1,0 +1,73 @@
+"""Timestamp synchronisation across the partitions a worker holds: fold events in acceptance order.
+
+A decision may involve facts from several topics (an order released on the plan topic, started on
+the operator topic). Within a partition the log fixes the order; across partitions it is whatever
+the fetcher returned first. This module decides, from per-partition buffers of fetched events, which
+events a batch may take so that they come in the order ingest accepted them (`recorded_at`): an
+event is taken only when every partition that may still hold an earlier one has shown its next event
+(or has been silent for longer than the idle bound). The same rule as Kafka Streams'
+`max.task.idle.ms`; live and replay then fold the same sequence, batch sizes notwithstanding.
+"""
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping
+from datetime import datetime
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Lane = Hashable
+
+
+class Merger(Generic[Item]):
+    """Per-partition buffers, and the rule for what may be taken now. Pure: the caller says which
+    partitions are lagging (may hold unfetched events) and how long each has been empty."""
+
+    def __init__(self, recorded_at: Callable[[Item], datetime | None]) -> None:
+        self._recorded_at = recorded_at
+        self._lanes: dict[Lane, deque[Item]] = {}
+
+    def add(self, lane: Lane, item: Item) -> None:
+        self._lanes.setdefault(lane, deque()).append(item)
+
+    def drop(self, lane: Lane) -> None:
+        """Forget a partition's buffer (revoked, or re-sought to its stored position)."""
+        self._lanes.pop(lane, None)
+
+    def buffered(self, lane: Lane) -> int:
+        return len(self._lanes.get(lane, ()))
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._lanes.values())
+
+    def take(self, limit: int, waiting_on: Mapping[Lane, bool]) -> list[tuple[Lane, Item]]:
+        """Up to `limit` items in acceptance order, each partition's own order kept.
+
+        `waiting_on[lane]` is True for a partition that may hold an earlier event not fetched yet (it
+        lags behind its end and its idle bound has not passed). Taking stops as soon as such a
+        partition's buffer is empty: its next event could come before anything still buffered.
+        Items without a recorded_at (undecodable) go first in their partition's turn.
+        """
+        blocked = [lane for lane, waiting in waiting_on.items() if waiting and not self._lanes.get(lane)]
+        if blocked:
+            return []
+        heap: list[tuple[float, int, Lane]] = []
+        order = {lane: i for i, lane in enumerate(sorted(self._lanes, key=repr))}
+        for lane, queue in self._lanes.items():
+            if queue:
+                heapq.heappush(heap, (self._key(queue[0]), order[lane], lane))
+        taken: list[tuple[Lane, Item]] = []
+        while heap and len(taken) < limit:
+            _, rank, lane = heapq.heappop(heap)
+            queue = self._lanes[lane]
+            taken.append((lane, queue.popleft()))
+            if queue:
+                heapq.heappush(heap, (self._key(queue[0]), rank, lane))
+            elif waiting_on.get(lane):
+                break  # this partition's next event is unknown: nothing later may go before it
+        return taken
+
+    def _key(self, item: Item) -> float:
+        at = self._recorded_at(item)
+        return float("-inf") if at is None else at.timestamp()
