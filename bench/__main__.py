@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-SCENARIOS = ("raw_consume", "raw_consume_decode", "consumer_loop", "faust_agent", "naive_orm", "ingest")
+SCENARIOS = ("raw_consume", "raw_consume_decode", "loop_overhead", "consumer_loop", "faust_agent", "naive_orm", "ingest")
 RESULTS = Path(__file__).with_name("results")
 
 
@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                     r = scenarios.raw_consume(ctx, ctx.n, args.repeat)
                 elif name == "raw_consume_decode":
                     r = scenarios.raw_consume_decode(ctx, ctx.n, args.repeat)
+                elif name == "loop_overhead":
+                    r = scenarios.loop_overhead(ctx, ctx.n)
                 elif name == "consumer_loop":
                     r = scenarios.consumer_loop(ctx, ctx.n)
                 elif name == "faust_agent":

@@ -23,7 +23,6 @@ from services.common.catalogue import Catalogue
 from services.common.settings import REPO_ROOT, KafkaSettings
 
 PYTHON = sys.executable
-EXEC_TABLES = ("positions", "processed_events", "outbox", "dead_letters", "equipment_status", "part_counts_hourly")
 
 
 class Context:
@@ -45,7 +44,11 @@ class Context:
 
     def reset_execution(self) -> None:
         with self.superuser() as conn:
-            conn.execute("TRUNCATE " + ", ".join(f"execution.{t}" for t in EXEC_TABLES))
+            # every base table of the schema but Alembic's: the projector's tables change as execution grows
+            tables = [r[0] for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'execution' "
+                "AND table_type = 'BASE TABLE' AND table_name <> 'alembic_version'")]
+            conn.execute("TRUNCATE " + ", ".join(f"execution.{t}" for t in tables))
 
     def progress(self, conn: psycopg.Connection) -> int:
         return int(conn.execute("SELECT coalesce(sum(next_offset), 0) FROM execution.positions").fetchone()[0])
@@ -58,10 +61,10 @@ class Context:
         return self._truth
 
     def check_projection(self, whole: bool) -> tuple[bool, str]:
-        """Is part_counts_hourly right? Whole run: against the manifest; a subset: against processed_events."""
+        """Is execution.production (one row per PartsProduced) right? Whole run: against the manifest; a subset: against processed_events."""
         with self.superuser() as conn:
             good, reject = conn.execute(
-                "SELECT coalesce(sum(good), 0), coalesce(sum(reject), 0) FROM execution.part_counts_hourly").fetchone()
+                "SELECT coalesce(sum(good), 0), coalesce(sum(reject), 0) FROM execution.production").fetchone()
             processed = conn.execute("SELECT count(*) FROM execution.processed_events").fetchone()[0]
             if whole:
                 want_good, want_reject, want_n = self.manifest["good"], self.manifest["reject"], self.n
@@ -220,6 +223,33 @@ def consumer_loop(ctx: Context, n: int, profile_to: Path | None = None) -> dict:
     with ctx.superuser() as conn:
         result["outbox_left"] = conn.execute("SELECT count(*) FROM execution.outbox").fetchone()[0]
         result["dead_letters"] = conn.execute("SELECT count(*) FROM execution.dead_letters").fetchone()[0]
+    return result
+
+
+def loop_overhead(ctx: Context, n: int) -> dict:
+    """The shared loop (services.common.runtime / ConsumerLoop) with bench.overhead_worker's trivial projector."""
+    from bench.overhead_worker import DDL, TABLE
+
+    ctx.reset_execution()
+    with ctx.superuser() as conn:
+        conn.execute(DDL.format(schema="execution"))
+        conn.execute(f"ALTER TABLE execution.{TABLE} OWNER TO mom_execution")
+        conn.execute(f"TRUNCATE execution.{TABLE}")
+    env = {**os.environ, **localstack.service_env(ctx.config, "execution"),
+           "MOM_GROUP_ID": f"bench-loop-{uuid.uuid4().hex[:8]}", "MOM_LOG_LEVEL": "WARNING"}
+    result = _watch_worker(ctx, [PYTHON, "-m", "bench.overhead_worker"], env, n, "loop_overhead", timeout_s=900)
+    with ctx.superuser() as conn:
+        events, good, reject = (int(v) for v in conn.execute(
+            f"SELECT coalesce(sum(events), 0), coalesce(sum(good), 0), coalesce(sum(reject), 0) FROM execution.{TABLE}").fetchone())
+        processed = conn.execute("SELECT count(*) FROM execution.processed_events").fetchone()[0]
+        result["dead_letters"] = conn.execute("SELECT count(*) FROM execution.dead_letters").fetchone()[0]
+    want = (ctx.n, ctx.manifest["good"], ctx.manifest["reject"], ctx.n)
+    ok = (events, good, reject, processed) == want
+    result["projection_ok"] = ok
+    result["notes"] = ("python -m bench.overhead_worker: the shared worker host and ConsumerLoop with a trivial projector "
+                       "(per-unit counters, one unnest upsert per batch), timed from the first committed position to the last; "
+                       f"counters {'OK' if ok else 'WRONG'}: events {events:,}, good {good:,}, reject {reject:,}, "
+                       f"processed_events {processed:,} (expected {want[0]:,}, {want[1]:,}, {want[2]:,}, {want[3]:,})")
     return result
 
 

@@ -6,10 +6,14 @@ migrations never name a schema: `mom replay` rebuilds into a scratch schema with
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -32,6 +36,100 @@ def make_engine(database_url: str, schema: str, *, pool_size: int = 4) -> AsyncE
         pool_pre_ping=True,
         connect_args={"options": f"-c search_path={checked_schema(schema)}"},
     )
+
+
+# -- array parameters in binary ------------------------------------------------------------------------
+#
+# psycopg sends a Python list as a *text* array literal, quoting element by element with a regular
+# expression: about 3.5 us per element, 7 ms for the 2,000 event ids of one batch. Wrapping a list in
+# one of these types sends it as a binary array instead (one struct.pack per element, ~20x cheaper).
+# The SQL is unchanged: `unnest(CAST(:ids AS text[]))` receives a text[] either way.
+
+class TextArray(list):
+    """A list of str (or None) sent as a binary text[] parameter."""
+
+
+class Int4Array(list):
+    """A list of int sent as a binary integer[] parameter."""
+
+
+class Int8Array(list):
+    """A list of int sent as a binary bigint[] parameter."""
+
+
+class ByteaArray(list):
+    """A list of bytes sent as a binary bytea[] parameter."""
+
+
+_ARRAY_HEAD = struct.Struct("!iiiii").pack   # ndim, has nulls, element oid, length, lower bound
+_EMPTY_ARRAY = struct.Struct("!iii").pack
+_LENGTH = struct.Struct("!i").pack
+_NULL = _LENGTH(-1)
+_INT4 = struct.Struct("!ii").pack
+_INT8 = struct.Struct("!iq").pack
+
+
+def _binary_array(element_oid: int, items: list, parts: list[bytes], has_null: bool) -> bytes:
+    if not items:
+        return _EMPTY_ARRAY(0, 0, element_oid)
+    return _ARRAY_HEAD(1, int(has_null), element_oid, len(items), 1) + b"".join(parts)
+
+
+def _varlena_parts(items: Iterable[bytes | None]) -> tuple[list[bytes], bool]:
+    parts: list[bytes] = []
+    has_null = False
+    for b in items:
+        if b is None:
+            parts.append(_NULL)
+            has_null = True
+        else:
+            parts.append(_LENGTH(len(b)))
+            parts.append(b)
+    return parts, has_null
+
+
+class _TextArrayDumper(Dumper):
+    format = Format.BINARY
+    oid = 1009  # text[]
+
+    def dump(self, obj: TextArray) -> bytes:
+        if None in obj:
+            parts, has_null = _varlena_parts(None if s is None else s.encode() for s in obj)
+            return _binary_array(25, obj, parts, has_null)
+        length = _LENGTH
+        return _binary_array(25, obj, [length(len(b)) + b for b in [s.encode() for s in obj]], False)
+
+
+class _ByteaArrayDumper(Dumper):
+    format = Format.BINARY
+    oid = 1001  # bytea[]
+
+    def dump(self, obj: ByteaArray) -> bytes:
+        parts, has_null = _varlena_parts(None if b is None else bytes(b) for b in obj)
+        return _binary_array(17, obj, parts, has_null)
+
+
+class _Int4ArrayDumper(Dumper):
+    format = Format.BINARY
+    oid = 1007  # integer[]
+
+    def dump(self, obj: Int4Array) -> bytes:
+        return _binary_array(23, obj, [_INT4(4, v) for v in obj], False)
+
+
+class _Int8ArrayDumper(Dumper):
+    format = Format.BINARY
+    oid = 1016  # bigint[]
+
+    def dump(self, obj: Int8Array) -> bytes:
+        return _binary_array(20, obj, [_INT8(8, v) for v in obj], False)
+
+
+# Registered on psycopg's global adapters map: only these marker types are affected.
+psycopg.adapters.register_dumper(TextArray, _TextArrayDumper)
+psycopg.adapters.register_dumper(ByteaArray, _ByteaArrayDumper)
+psycopg.adapters.register_dumper(Int4Array, _Int4ArrayDumper)
+psycopg.adapters.register_dumper(Int8Array, _Int8ArrayDumper)
 
 
 class StalePosition(RuntimeError):
@@ -89,8 +187,8 @@ async def load_positions(conn: AsyncConnection, partitions: Iterable[tuple[str, 
     pairs = list(partitions)
     if not pairs:
         return {}
-    topics = [t for t, _ in pairs]
-    numbers = [p for _, p in pairs]
+    topics = TextArray([t for t, _ in pairs])
+    numbers = Int4Array([p for _, p in pairs])
     await conn.execute(
         text("""INSERT INTO positions (topic, partition, next_offset)
                 SELECT t, p, 0 FROM unnest(CAST(:topics AS text[]), CAST(:parts AS integer[])) AS x(t, p)
@@ -119,8 +217,8 @@ async def advance_positions(conn: AsyncConnection, spans: Sequence[Span]) -> Non
                             CAST(:starts AS bigint[]), CAST(:nexts AS bigint[])) AS v(topic, partition, start, next)
                 WHERE p.topic = v.topic AND p.partition = v.partition AND p.next_offset = v.start"""),
         {
-            "topics": [s.topic for s in spans], "parts": [s.partition for s in spans],
-            "starts": [s.start for s in spans], "nexts": [s.next for s in spans],
+            "topics": TextArray([s.topic for s in spans]), "parts": Int4Array([s.partition for s in spans]),
+            "starts": Int8Array([s.start for s in spans]), "nexts": Int8Array([s.next for s in spans]),
         },
     )
     if result.rowcount != len(spans):
@@ -131,12 +229,17 @@ async def claim_event_ids(conn: AsyncConnection, event_ids: Sequence[str]) -> se
     """Record event ids as processed; returns those never processed before (the rest are duplicates)."""
     if not event_ids:
         return set()
-    rows = await conn.execute(
-        text("""INSERT INTO processed_events (event_id) SELECT unnest(CAST(:ids AS text[]))
-                ON CONFLICT DO NOTHING RETURNING event_id"""),
-        {"ids": list(event_ids)},
-    )
-    return {r[0] for r in rows}
+    # One row back, not one per id: the new ids travel only when some were duplicates (rare).
+    row = (await conn.execute(
+        text("""WITH claimed AS (
+                    INSERT INTO processed_events (event_id) SELECT unnest(CAST(:ids AS text[]))
+                    ON CONFLICT DO NOTHING RETURNING event_id)
+                SELECT count(*), CASE WHEN count(*) < :n THEN array_agg(event_id) END FROM claimed"""),
+        {"ids": TextArray(event_ids), "n": len(event_ids)},
+    )).one()
+    if row[0] == len(event_ids):
+        return set(event_ids)
+    return set(row[1] or ())
 
 
 async def add_outbox(conn: AsyncConnection, rows: Sequence[OutboxRow]) -> None:
@@ -147,8 +250,9 @@ async def add_outbox(conn: AsyncConnection, rows: Sequence[OutboxRow]) -> None:
                 SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:topics AS text[]),
                                      CAST(:keys AS bytea[]), CAST(:values AS bytea[]))"""),
         {
-            "ids": [r.event_id for r in rows], "types": [r.event_type for r in rows],
-            "topics": [r.topic for r in rows], "keys": [r.key for r in rows], "values": [r.value for r in rows],
+            "ids": TextArray([r.event_id for r in rows]), "types": TextArray([r.event_type for r in rows]),
+            "topics": TextArray([r.topic for r in rows]), "keys": ByteaArray([r.key for r in rows]),
+            "values": ByteaArray([r.value for r in rows]),
         },
     )
 

@@ -10,7 +10,9 @@ Per batch, in order:
   2. decode them and drop records below the stored position;
   3. in ONE transaction: claim event ids (duplicates drop out), fold the events into the projection,
      add derived events to the outbox, keep undecodable records in dead_letters, advance positions;
-  4. after commit: wake the outbox relay, report metrics, commit offsets to Kafka as a lag hint.
+  4. after commit: wake the outbox relay (if the batch added outbox rows), report metrics, commit offsets
+     to Kafka as a lag hint.
+Step 1 of the next batch overlaps steps 3 and 4 of this one (see run_once).
 """
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ class ServiceSpec:
     projector: Projector
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     topic: str
     partition: int
@@ -76,6 +78,7 @@ class _Batch:
     skipped: int = 0
     applied: list[Any] = field(default_factory=list)  # filled in by the commit
     duplicates: int = 0
+    outboxed: int = 0  # derived events the commit added to the outbox
 
 
 def _merge_by_recorded_at(items: list[_Item]) -> list[_Item]:
@@ -111,7 +114,7 @@ class ConsumerLoop:
         *,
         batch_max_events: int = 2000,
         batch_max_wait_s: float = 0.05,
-        on_commit: Callable[[], None] = lambda: None,
+        on_commit: Callable[[], None] = lambda: None,  # called after a commit that added outbox rows
     ) -> None:
         self._spec = spec
         self._catalogue = catalogue
@@ -127,6 +130,8 @@ class ConsumerLoop:
         self.assigned = asyncio.Event()  # set once the group gave this worker its share (possibly none)
         self.last_progress = time.time()
         self._name = spec.name
+        self._prefetch: asyncio.Future | None = None  # consume() of the next batch, running while one commits
+        self._makers: dict[str, Callable[[Any], Any] | None] = {}  # event type -> record-to-event, None if unused
 
     # -- partition assignment (called by librdkafka inside consume(), on the consuming thread) --
 
@@ -160,34 +165,74 @@ class ConsumerLoop:
         self._loop = asyncio.get_running_loop()
         self._consumer.subscribe(list(self._spec.input_topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
         backoff = 0.5
-        while not self._stopping.is_set():
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self.run_once()
+                    backoff = 0.5
+                except Exception as exc:
+                    if not _is_transient(exc):
+                        raise
+                    log.warning("database unavailable, retrying", extra={"fields": {"error": str(exc)[:300], "in_s": backoff}})
+                    await self._drop_prefetch()
+                    await self._resync()
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+        finally:
+            # consume() of the next batch may still run in its thread: wait for it, so the consumer is
+            # never closed under it, and drop what it read (the stored positions say where to resume)
+            await self._drop_prefetch()
+
+    def _start_prefetch(self) -> None:
+        """Start consuming the next batch in a thread while this one commits (see run_once)."""
+        if self._prefetch is None and not self._stopping.is_set():
+            self._prefetch = asyncio.ensure_future(asyncio.to_thread(self._consumer.consume, self._max, self._wait))
+
+    async def _drop_prefetch(self) -> None:
+        """Wait for a prefetch to finish and discard its records: the caller seeks to stored positions."""
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None:
             try:
-                await self.run_once()
-                backoff = 0.5
-            except Exception as exc:
-                if not _is_transient(exc):
-                    raise
-                log.warning("database unavailable, retrying", extra={"fields": {"error": str(exc)[:300], "in_s": backoff}})
-                await self._resync()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                await prefetch
+            except Exception:  # noqa: BLE001 - what it read is dropped anyway; a lasting error comes back
+                log.debug("prefetch failed", exc_info=True)
+
+    async def _next_records(self) -> list:
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None:
+            return await prefetch
+        return await asyncio.to_thread(self._consumer.consume, self._max, self._wait)
 
     async def run_once(self) -> int:
-        """Consume and commit one batch; returns the number of records it covered."""
-        records = await asyncio.to_thread(self._consumer.consume, self._max, self._wait)
+        """Consume and commit one batch; returns the number of records it covered.
+
+        While a batch commits, consume() of the next one already runs in its thread (the prefetch):
+        the database round trips and the broker fetch overlap. The prefetched records are decoded
+        only after the commit finished and _after_commit moved the in-memory positions, so the next
+        batch's spans start at the stored positions. When the commit is refused (StalePosition) or the
+        database is away, the prefetch is awaited and dropped before seeking to the stored positions.
+        A rebalance inside the prefetching consume() runs on_revoke/on_assign as before: on_assign
+        reads the stored positions through the event loop (free while the commit awaits PostgreSQL)
+        and seeks there; records below a position are dropped by _decode; and a batch whose partition
+        moved to another worker meanwhile is refused by the conditional position update.
+        """
+        records = await self._next_records()
         self.last_progress = time.time()
         metrics.LAST_PROGRESS.labels(self._name).set(self.last_progress)
         if not records:
             return 0
         started = time.perf_counter()
         batch = self._decode(records)
+        del records
         if not batch.spans:
             return 0
+        self._start_prefetch()
         try:
             await self._commit(batch)
         except StalePosition as exc:
             metrics.STALE_BATCHES.labels(self._name).inc()
             log.warning("batch refused: position moved", extra={"fields": {"error": str(exc)}})
+            await self._drop_prefetch()
             await self._resync()
             return 0
         except Exception as exc:
@@ -200,7 +245,16 @@ class ConsumerLoop:
 
     def _decode(self, records: list) -> _Batch:
         batch = _Batch()
-        mapper = self._spec.events
+        items = batch.items
+        spans = batch.spans
+        dead = batch.dead
+        positions = self._positions
+        decode = self._codec.decode
+        makers = self._makers
+        item = _Item
+        last_tp = None
+        position = span = None
+        skipped = 0
         for record in records:
             error = record.error()
             if error is not None:
@@ -208,25 +262,33 @@ class ConsumerLoop:
                     log.warning("consume error", extra={"fields": {"error": str(error)}})
                 continue
             tp = (record.topic(), record.partition())
-            position = self._positions.get(tp)
+            if tp != last_tp:
+                last_tp = tp
+                position = positions.get(tp)
+                span = spans.get(tp)
             offset = record.offset()
             if position is None or offset < position:
                 continue  # not ours any more, or already processed before a restart
-            span = batch.spans.get(tp)
             if span is None:
-                batch.spans[tp] = [position, offset + 1]
+                span = spans[tp] = [position, offset + 1]
             else:
                 span[1] = offset + 1
             event_type = None
+            value = record.value()
             try:
-                event_type, body = self._codec.decode(record.value())
-                if not mapper.knows(event_type):
-                    batch.skipped += 1
+                event_type, body = decode(value)
+                try:
+                    make = makers[event_type]
+                except KeyError:
+                    make = makers[event_type] = self._spec.events.maker(event_type)
+                if make is None:
+                    skipped += 1
                     continue
-                batch.items.append(_Item(tp[0], tp[1], offset, mapper.to_event(event_type, body)))
+                items.append(item(tp[0], tp[1], offset, make(body)))
             except (DecodeError, TypeError, KeyError, ValueError) as exc:
-                batch.dead.append(self._dead_letter(tp, offset, event_type, f"decode: {exc}", record.value()))
-        batch.items = _merge_by_recorded_at(batch.items)
+                dead.append(self._dead_letter(tp, offset, event_type, f"decode: {exc}", value))
+        batch.skipped = skipped
+        batch.items = _merge_by_recorded_at(items)
         return batch
 
     @staticmethod
@@ -241,19 +303,26 @@ class ConsumerLoop:
             unique.setdefault(item.event.event_id, item)
         async with self._engine.begin() as conn:
             fresh = await claim_event_ids(conn, list(unique))
-            events = [item.event for item in batch.items if item.event.event_id in fresh and unique[item.event.event_id] is item]
+            if len(fresh) == len(unique) == len(batch.items):  # the common case: no duplicate at all
+                events = [item.event for item in batch.items]
+            else:
+                events = [item.event for item in batch.items
+                          if item.event.event_id in fresh and unique[item.event.event_id] is item]
             derived = await self._spec.projector.apply(conn, events) if events else ()
-            await add_outbox(conn, [self._outbox_row(event) for event in derived])
+            if derived:
+                await add_outbox(conn, [self._outbox_row(event) for event in derived])
             await add_dead_letters(conn, batch.dead)
             await advance_positions(conn, [Span(t, p, s, n) for (t, p), (s, n) in batch.spans.items()])
         batch.duplicates = len(batch.items) - len(events)
         batch.applied = events
+        batch.outboxed = len(derived)
 
     async def _commit_one_by_one(self, batch: _Batch) -> None:
         """A handler raised: apply each event alone, and keep the one that fails as a dead letter."""
         cursor = {tp: span[0] for tp, span in batch.spans.items()}
         applied: list[Any] = []
         duplicates = 0
+        outboxed = 0
         for item in batch.items:
             tp = (item.topic, item.partition)
             single = _Batch(items=[item], spans={tp: [cursor[tp], item.offset + 1]})
@@ -262,6 +331,7 @@ class ConsumerLoop:
                 await self._commit(single)
                 applied.extend(single.applied)
                 duplicates += single.duplicates
+                outboxed += single.outboxed
             except Exception as exc:
                 if _is_transient(exc) or isinstance(exc, StalePosition):
                     raise
@@ -279,6 +349,7 @@ class ConsumerLoop:
             await self._commit(tail)
         batch.applied = applied
         batch.duplicates = duplicates
+        batch.outboxed = outboxed
 
     def _outbox_row(self, event: Any) -> OutboxRow:
         event_type = type(event).__name__
@@ -308,8 +379,8 @@ class ConsumerLoop:
         except Exception:  # the hint is optional; the database holds the truth
             log.debug("offset hint not committed", exc_info=True)
         applied = batch.applied
-        for event_type, count in Counter(type(event).__name__ for event in applied).items():
-            metrics.EVENTS_PROCESSED.labels(name, event_type).inc(count)
+        for event_class, count in Counter(map(type, applied)).items():
+            metrics.EVENTS_PROCESSED.labels(name, event_class.__name__).inc(count)
         if applied:
             metrics.EVENT_LATENCY.labels(name).observe(max(now - applied[-1].occurred_at.timestamp(), 0.0))
             metrics.ARRIVAL_LATENCY.labels(name).observe(max(now - applied[-1].recorded_at.timestamp(), 0.0))
@@ -321,7 +392,8 @@ class ConsumerLoop:
             metrics.EVENTS_SKIPPED.labels(name).inc(batch.skipped)
         metrics.BATCH_SIZE.labels(name).observe(len(batch.items))
         metrics.BATCH_DURATION.labels(name).observe(time.perf_counter() - started)
-        self._on_commit()
+        if batch.outboxed:
+            self._on_commit()  # wakes the outbox relay: only when this batch gave it something to publish
 
     async def _resync(self) -> None:
         """Reload positions of the current assignment from the database and seek there."""

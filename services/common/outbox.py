@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import metrics
+from services.common.db import Int8Array
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class OutboxRelay:
         self._stopping = False
 
     def wake(self) -> None:
+        """Publish soon: the consumer loop calls this after a commit that added outbox rows (only then)."""
         self._wake.set()
 
     def stop(self) -> None:
@@ -84,10 +86,15 @@ class OutboxRelay:
                 if remaining or failures:
                     raise KafkaException(f"{remaining} undelivered, {len(failures)} failed: {failures[:3]}")
                 # By id, not by range: a row of a concurrent worker's later commit may carry a lower id.
-                await conn.execute(text("DELETE FROM outbox WHERE id = ANY(:ids)"), {"ids": [r.id for r in rows]})
+                await conn.execute(text("DELETE FROM outbox WHERE id = ANY(:ids)"), {"ids": Int8Array([r.id for r in rows])})
                 metrics.OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
-            backlog = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar()
-            metrics.OUTBOX_BACKLOG.labels(self._service).set(max(backlog - len(rows), 0))
+            if len(rows) < self._batch:
+                # The SELECT saw everything there was, and all of it is published now: no count(*) needed.
+                # (Rows a concurrent worker commits meanwhile wake that worker's relay.)
+                backlog = 0
+            else:  # a full batch: more may wait; count them (only while there is a backlog)
+                backlog = max((await conn.execute(text("SELECT count(*) FROM outbox"))).scalar() - len(rows), 0)
+            metrics.OUTBOX_BACKLOG.labels(self._service).set(backlog)
             return len(rows)
 
     def _produce(self, topic, key, value, headers, on_delivery) -> None:

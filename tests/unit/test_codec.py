@@ -87,3 +87,68 @@ def test_a_codec_without_a_registry_names_the_missing_setting_for_registry_frame
     codec = codec_for(CATALOGUE, "", REPO_ROOT / "schemas")
     with pytest.raises(DecodeError, match="MOM_REGISTRY_URL"):
         codec.decode(CONFLUENT_MAGIC + struct.pack(">I", 7) + b"\x02")
+
+
+def test_the_mappers_prebuilt_constructor_builds_what_to_event_builds():
+    mapper = EventMapper([MachineStateChanged, DowntimeEnded])
+    make = mapper.maker("MachineStateChanged")
+    assert make(RECORD) == mapper.to_event("MachineStateChanged", RECORD) == MachineStateChanged(**RECORD)
+    # a record with a field the class does not have (a newer writer) still maps
+    assert make({**RECORD, "added_later": 1}) == MachineStateChanged(**RECORD)
+    assert mapper.maker("AlarmRaised") is None
+
+
+def test_repeated_decoding_reuses_one_reader_per_schema_and_stays_exact():
+    codec = codec_for(CATALOGUE, "", REPO_ROOT / "schemas")
+    data = [codec.encode("MachineStateChanged", {**RECORD, "event_id": f"e-{i}", "reason_code": None if i % 2 else "JAM"})
+            for i in range(5)]
+    decoded = [codec.decode(d) for d in data]
+    assert [r["event_id"] for _, r in decoded] == [f"e-{i}" for i in range(5)]
+    assert [r["reason_code"] for _, r in decoded] == ["JAM", None, "JAM", None, "JAM"]
+    assert len(codec._single._readers) == 1
+    with pytest.raises(DecodeError, match="does not match"):
+        codec.decode(data[0][:-3])
+
+
+def test_the_fast_reader_gives_exactly_what_fastavro_gives_for_every_catalogue_type():
+    """Top-level timestamps are read as longs and converted by the codec: same values, same tzinfo."""
+    import io
+
+    import fastavro
+
+    codec = SingleObjectCodec(CATALOGUE)
+    late = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    early = datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    for name, schema in codec._writers.items():
+        for when in (AT, late, early):
+            record = _sample(schema, when)
+            data = codec.encode(name, record)
+            expected = fastavro.schemaless_reader(io.BytesIO(data[10:]), schema, None)
+            event_type, got = codec.decode(data)
+            assert event_type == name
+            assert got == expected, name
+            for key, value in expected.items():
+                assert type(got[key]) is type(value) and getattr(got[key], "tzinfo", None) is getattr(value, "tzinfo", None)
+
+
+def _sample(schema, when):
+    """A record of any schema: every field filled, timestamps set to `when`, nullable ones alternately None."""
+    def value(t, i):
+        if isinstance(t, list):
+            return None if i % 2 else value(t[1], i)
+        if isinstance(t, dict):
+            if t.get("logicalType") == "timestamp-micros":
+                return when
+            kind = t["type"]
+            if kind == "record":
+                return {f["name"]: value(f["type"], j) for j, f in enumerate(t["fields"])}
+            if kind == "array":
+                return [value(t["items"], i)]
+            if kind == "map":
+                return {"k": value(t["values"], i)}
+            if kind == "enum":
+                return t["symbols"][0]
+            return value(kind, i)
+        return {"string": f"s{i}", "long": i, "int": i, "double": 1.5, "float": 0.5, "boolean": True,
+                "bytes": b"b", "null": None}[t]
+    return {f["name"]: value(f["type"], i) for i, f in enumerate(schema["fields"])}

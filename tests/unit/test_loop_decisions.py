@@ -107,3 +107,107 @@ def test_partitions_are_interleaved_by_acceptance_time_keeping_each_partitions_o
     batch = loop._decode(records)
     # p0-b was accepted earlier than p0-a but sits after it in its partition: partition order wins
     assert [i.event.event_id for i in batch.items] == ["p0-a", "p0-b", "p1-a", "p1-b", "p0-c"]
+
+
+# -- the prefetch: consume() of the next batch overlaps the commit of this one -------------------------
+
+import asyncio  # noqa: E402
+
+from services.common.db import StalePosition  # noqa: E402
+
+
+class FakeConsumer:
+    """Hands out prepared batches; records which were consumed."""
+
+    def __init__(self, batches):
+        self.batches = list(batches)
+        self.consumed = 0
+
+    def consume(self, _n, _timeout):
+        self.consumed += 1
+        return self.batches.pop(0) if self.batches else []
+
+    def get_watermark_offsets(self, _tp, cached=True):
+        return (-1, -1)
+
+    def commit(self, **_kwargs):
+        pass
+
+
+def make_running_loop(positions, batches, commit):
+    loop = make_loop(positions)
+    loop._consumer = FakeConsumer(batches)
+    loop._commit = commit
+    resyncs = []
+
+    async def resync():
+        resyncs.append(dict(loop._positions))
+
+    loop._resync = resync
+    return loop, resyncs
+
+
+def test_the_next_batch_is_consumed_during_the_commit_and_its_span_starts_where_the_commit_ended():
+    committed = []
+
+    async def commit(batch):
+        await asyncio.sleep(0.01)  # the prefetch runs meanwhile
+        committed.append({tp: list(span) for tp, span in batch.spans.items()})
+
+    first = [FakeRecord(0, 0, state_bytes("a")), FakeRecord(0, 1, state_bytes("b"))]
+    second = [FakeRecord(0, 2, state_bytes("c"))]
+    loop, _ = make_running_loop({(TOPIC, 0): 0}, [first, second], commit)
+
+    async def scenario():
+        await loop.run_once()
+        assert loop._consumer.consumed == 2  # the second batch was fetched while the first committed
+        await loop.run_once()
+        await loop._drop_prefetch()
+
+    asyncio.run(scenario())
+    assert committed == [{(TOPIC, 0): [0, 2]}, {(TOPIC, 0): [2, 3]}]
+    assert loop._positions[(TOPIC, 0)] == 3
+
+
+def test_a_refused_batch_drops_what_was_prefetched_and_resyncs():
+    calls = []
+
+    async def commit(batch):
+        calls.append([i.event.event_id for i in batch.items])
+        if len(calls) == 1:
+            raise StalePosition("moved")
+
+    first = [FakeRecord(0, 0, state_bytes("a"))]
+    prefetched = [FakeRecord(0, 1, state_bytes("b"))]
+    after_seek = [FakeRecord(0, 0, state_bytes("a")), FakeRecord(0, 1, state_bytes("b"))]
+    loop, resyncs = make_running_loop({(TOPIC, 0): 0}, [first, prefetched, after_seek], commit)
+
+    async def scenario():
+        assert await loop.run_once() == 0
+        assert loop._prefetch is None and loop._consumer.consumed == 2  # prefetched, then dropped
+        await loop.run_once()
+        await loop._drop_prefetch()
+
+    asyncio.run(scenario())
+    assert len(resyncs) == 1
+    assert calls == [["a"], ["a", "b"]]  # "b" alone (the prefetch) was never applied
+
+
+def test_the_relay_is_woken_only_by_commits_that_added_outbox_rows():
+    woken = []
+
+    async def commit(batch):
+        batch.outboxed = 1 if batch.items[0].event.event_id == "derives" else 0
+
+    loop, _ = make_running_loop({(TOPIC, 0): 0}, [[FakeRecord(0, 0, state_bytes("plain"))],
+                                                  [FakeRecord(0, 1, state_bytes("derives"))]], commit)
+    loop._on_commit = lambda: woken.append(True)
+
+    async def scenario():
+        await loop.run_once()
+        assert woken == []
+        await loop.run_once()
+        await loop._drop_prefetch()
+
+    asyncio.run(scenario())
+    assert woken == [True]
