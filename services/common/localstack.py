@@ -32,6 +32,7 @@ import string
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -132,7 +133,7 @@ class StackConfig:
 
     @property
     def pg_dir(self) -> Path:
-        return self.state_dir / "pg"
+        return _pg_home(self.state_dir)
 
     @property
     def registry_dir(self) -> Path:
@@ -483,6 +484,37 @@ def _maven_resolve(pom: Path, cache_dir: Path, label: str) -> list[str]:
 # PostgreSQL
 
 
+def _reachable_by(path: Path, uid: int) -> bool:
+    """Whether `uid` may enter every existing folder on the way to `path`."""
+    for folder in [*reversed(path.parents), path]:
+        if not folder.exists():
+            break
+        st = folder.stat()
+        if st.st_uid != uid and not st.st_mode & 0o001:
+            return False
+    return True
+
+
+def _pg_home(state_dir: Path) -> Path:
+    """PostgreSQL's folder: inside the state dir, unless the server must run as an unprivileged user
+    who cannot reach it (a checkout under a private home or temporary folder, as CI may use); then a
+    folder of the system's temporary directory named after the state dir."""
+    preferred = state_dir / "pg"
+    if os.geteuid() != 0:
+        return preferred
+    uid = pwd.getpwnam(os.environ.get("MOM_PG_OS_USER", "nobody")).pw_uid
+    if _reachable_by(state_dir.resolve(), uid):
+        return preferred
+    digest = hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"mom-pg-{digest}"
+
+
+def _pg_log(config: StackConfig) -> Path:
+    """logs/postgres.log, or beside the data when PostgreSQL lives outside the state dir (it could not
+    write into logs/ there)."""
+    return (config.logs_dir if config.pg_dir == config.state_dir / "pg" else config.pg_dir) / "postgres.log"
+
+
 def _pg_user() -> tuple[list[str], int | None, int | None]:
     """(command prefix, uid, gid) to run PostgreSQL's binaries: as root, drop to `nobody`."""
     if os.geteuid() != 0:
@@ -560,8 +592,12 @@ def _ensure_postgres(config: StackConfig) -> None:
         return
     _, uid, gid = _pg_user()
     data, sock = _pg_data(config), _pg_socket(config)
+    marker = config.state_dir / "pg-location"
+    if config.pg_dir != config.state_dir / "pg" and not marker.exists() and config.pg_dir.exists():
+        shutil.rmtree(config.pg_dir)  # left by an earlier state dir of the same path: not this stack's
     config.pg_dir.mkdir(parents=True, exist_ok=True)
-    log_path = config.logs_dir / "postgres.log"
+    marker.write_text(str(config.pg_dir) + "\n")
+    log_path = _pg_log(config)
     log_path.touch()
     if uid is not None:
         _check_traversable(config.pg_dir, uid)
@@ -646,7 +682,7 @@ def _wait_pg_ready(config: StackConfig, timeout: float) -> None:
             last = exc
             time.sleep(0.2)
     raise StackError(
-        f"PostgreSQL on port {config.pg_port} is not answering: {last}\n{_tail(config.logs_dir / 'postgres.log')}"
+        f"PostgreSQL on port {config.pg_port} is not answering: {last}\n{_tail(_pg_log(config))}"
     )
 
 
