@@ -17,7 +17,6 @@ Step 1 of the next batch overlaps steps 3 and 4 of this one (see run_once).
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import time
 from collections import Counter
@@ -42,8 +41,11 @@ from services.common.db import (
     claim_event_ids,
     load_positions,
 )
+from services.common.ordering import Merger
 
 log = logging.getLogger(__name__)
+
+BUFFER_BOUND = 50_000  # buffered records past which no partition may hold the others back (memory)
 
 
 class Projector(Protocol):
@@ -60,6 +62,17 @@ class ServiceSpec:
     input_topics: tuple[str, ...]
     events: EventMapper            # the event classes it consumes and emits
     projector: Projector
+
+
+@dataclass(slots=True)
+class _Entry:
+    """A fetched record, buffered until the merger lets it go: an event, a dead letter, or neither (a
+    type this service does not use, which still moves the position)."""
+
+    offset: int
+    event: Any
+    dead: dict[str, Any] | None
+    recorded_at: Any
 
 
 @dataclass(slots=True)
@@ -81,24 +94,6 @@ class _Batch:
     outboxed: int = 0  # derived events the commit added to the outbox
 
 
-def _merge_by_recorded_at(items: list[_Item]) -> list[_Item]:
-    """Interleave partitions by the time ingest accepted each event, keeping each partition's own order.
-
-    Facts about one key sit in one partition, but a decision may involve facts from several topics
-    (an order released on the plan topic, started on the operator topic). Folding them in acceptance
-    order, not in whatever order the fetcher returned partitions, makes a replay decide as the live
-    run did, as far as batch boundaries allow (the same best effort as Kafka Streams' timestamp sync).
-    """
-    if not items:
-        return items
-    lanes: dict[tuple[str, int], list[_Item]] = {}
-    for item in items:
-        lanes.setdefault((item.topic, item.partition), []).append(item)
-    if len(lanes) == 1:
-        return items
-    return list(heapq.merge(*(lanes[k] for k in sorted(lanes)), key=lambda i: i.event.recorded_at))
-
-
 def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
@@ -114,6 +109,7 @@ class ConsumerLoop:
         *,
         batch_max_events: int = 2000,
         batch_max_wait_s: float = 0.05,
+        batch_max_idle_s: float = 0.5,
         on_commit: Callable[[], None] = lambda: None,  # called after a commit that added outbox rows
     ) -> None:
         self._spec = spec
@@ -130,6 +126,10 @@ class ConsumerLoop:
         self.assigned = asyncio.Event()  # set once the group gave this worker its share (possibly none)
         self.last_progress = time.time()
         self._name = spec.name
+        self._merger: Merger[_Entry] = Merger(lambda entry: entry.recorded_at)
+        self._fetched: dict[tuple[str, int], int] = {}  # next offset to buffer, per partition
+        self._empty_since: dict[tuple[str, int], float] = {}
+        self._max_idle = batch_max_idle_s
         self._prefetch: asyncio.Future | None = None  # consume() of the next batch, running while one commits
         self._makers: dict[str, Callable[[Any], Any] | None] = {}  # event type -> record-to-event, None if unused
 
@@ -142,6 +142,8 @@ class ConsumerLoop:
         for p in partitions:
             p.offset = stored[(p.topic, p.partition)]
         self._positions.update(stored)
+        for tp in wanted:  # a fresh seek: what was buffered for these partitions is read again
+            self._loop.call_soon_threadsafe(self._forget, tp)
         consumer.assign(partitions)
         self._loop.call_soon_threadsafe(self.assigned.set)
         log.info("assigned", extra={"fields": {"partitions": {f"{t}[{n}]": o for (t, n), o in stored.items()}}})
@@ -149,8 +151,16 @@ class ConsumerLoop:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for p in partitions:
             self._positions.pop((p.topic, p.partition), None)
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._forget, (p.topic, p.partition))
         consumer.unassign()
         log.info("revoked", extra={"fields": {"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]}})
+
+    def _forget(self, tp: tuple[str, int]) -> None:
+        """Drop a partition's buffered records (on the event loop, before any later fetch is decoded)."""
+        self._merger.drop(tp)
+        self._fetched.pop(tp, None)
+        self._empty_since.pop(tp, None)
 
     async def _load(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         async with self._engine.begin() as conn:
@@ -219,11 +229,12 @@ class ConsumerLoop:
         records = await self._next_records()
         self.last_progress = time.time()
         metrics.LAST_PROGRESS.labels(self._name).set(self.last_progress)
-        if not records:
+        if not records and not len(self._merger):
             return 0
         started = time.perf_counter()
-        batch = self._decode(records)
+        self._decode(records)
         del records
+        batch = self._take()
         if not batch.spans:
             return 0
         self._start_prefetch()
@@ -243,18 +254,16 @@ class ConsumerLoop:
         self._after_commit(batch, started)
         return sum(n - s for s, n in batch.spans.values())
 
-    def _decode(self, records: list) -> _Batch:
-        batch = _Batch()
-        items = batch.items
-        spans = batch.spans
-        dead = batch.dead
+    def _decode(self, records: list) -> None:
+        """Decode fetched records into the per-partition buffers of the merger (see _take)."""
         positions = self._positions
+        fetched = self._fetched
         decode = self._codec.decode
         makers = self._makers
-        item = _Item
+        add = self._merger.add
+        entry = _Entry
         last_tp = None
-        position = span = None
-        skipped = 0
+        position = None
         for record in records:
             error = record.error()
             if error is not None:
@@ -264,15 +273,11 @@ class ConsumerLoop:
             tp = (record.topic(), record.partition())
             if tp != last_tp:
                 last_tp = tp
-                position = positions.get(tp)
-                span = spans.get(tp)
+                position = max(positions.get(tp, -1), fetched.get(tp, -1)) if tp in positions else None
             offset = record.offset()
             if position is None or offset < position:
-                continue  # not ours any more, or already processed before a restart
-            if span is None:
-                span = spans[tp] = [position, offset + 1]
-            else:
-                span[1] = offset + 1
+                continue  # not ours any more, already buffered, or processed before a restart
+            position = fetched[tp] = offset + 1
             event_type = None
             value = record.value()
             try:
@@ -282,13 +287,46 @@ class ConsumerLoop:
                 except KeyError:
                     make = makers[event_type] = self._spec.events.maker(event_type)
                 if make is None:
-                    skipped += 1
+                    add(tp, entry(offset, None, None, body.get("recorded_at")))
                     continue
-                items.append(item(tp[0], tp[1], offset, make(body)))
+                event = make(body)
+                add(tp, entry(offset, event, None, event.recorded_at))
             except (DecodeError, TypeError, KeyError, ValueError) as exc:
-                dead.append(self._dead_letter(tp, offset, event_type, f"decode: {exc}", value))
-        batch.skipped = skipped
-        batch.items = _merge_by_recorded_at(items)
+                add(tp, entry(offset, None, self._dead_letter(tp, offset, event_type, f"decode: {exc}", value), None))
+
+    def _waiting_on(self) -> dict[tuple[str, int], bool]:
+        """Partitions that may hold an event earlier than those buffered: they lag behind their end and
+        have not been silent for longer than the idle bound. Past a buffer bound nothing waits."""
+        now = time.monotonic()
+        waiting = {}
+        if len(self._merger) > max(4 * self._max, BUFFER_BOUND):
+            return waiting
+        for tp, position in self._positions.items():
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+            lagging = high < 0 or high > self._fetched.get(tp, position)
+            if self._merger.buffered(tp):
+                self._empty_since.pop(tp, None)
+                waiting[tp] = lagging  # should it run dry while taking, its next event is unknown
+            else:
+                since = self._empty_since.setdefault(tp, now)
+                waiting[tp] = lagging and now - since < self._max_idle
+        return waiting
+
+    def _take(self) -> _Batch:
+        """The next batch: buffered events in acceptance order, as far as every partition allows."""
+        batch = _Batch()
+        for tp, taken in self._merger.take(self._max, self._waiting_on()):
+            span = batch.spans.get(tp)
+            if span is None:
+                batch.spans[tp] = [self._positions[tp], taken.offset + 1]
+            else:
+                span[1] = taken.offset + 1
+            if taken.event is not None:
+                batch.items.append(_Item(tp[0], tp[1], taken.offset, taken.event))
+            elif taken.dead is not None:
+                batch.dead.append(taken.dead)
+            else:
+                batch.skipped += 1
         return batch
 
     @staticmethod
@@ -407,6 +445,7 @@ class ConsumerLoop:
             return  # the database is still away; the caller backs off and retries
         for (topic, partition), offset in stored.items():
             self._positions[(topic, partition)] = offset
+            self._forget((topic, partition))
             await asyncio.to_thread(self._consumer.seek, TopicPartition(topic, partition, offset))
 
     def lags(self) -> dict[str, int]:

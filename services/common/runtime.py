@@ -75,6 +75,7 @@ def build_worker(settings: Settings, make_spec: Callable[[Catalogue], ServiceSpe
     loop = ConsumerLoop(
         spec, catalogue, codec, engine, consumer,
         batch_max_events=settings.batch_max_events, batch_max_wait_s=settings.batch_max_wait_s,
+        batch_max_idle_s=settings.batch_max_idle_s,
         on_commit=relay.wake,
     )
     return Worker(settings, spec, engine, loop, relay, consumer)

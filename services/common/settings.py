@@ -79,6 +79,7 @@ class Settings:
     http_port: int = 8080
     batch_max_events: int = 2000      # most events folded into one transaction
     batch_max_wait_s: float = 0.05    # how long a batch may wait to fill up
+    batch_max_idle_s: float = 0.5     # how long a lagging partition may hold the others back (see ordering.py)
     log_level: str = "INFO"
     schemas_dir: Path = REPO_ROOT / "schemas"
     group_id: str = ""                # Kafka consumer group; default mom.<service>
@@ -99,6 +100,7 @@ class Settings:
             http_port=env_int(env, "MOM_HTTP_PORT", 8080),
             batch_max_events=env_int(env, "MOM_BATCH_MAX_EVENTS", 2000, minimum=1),
             batch_max_wait_s=env_float(env, "MOM_BATCH_MAX_WAIT_MS", 50.0) / 1000.0,
+            batch_max_idle_s=env_float(env, "MOM_BATCH_MAX_IDLE_MS", 500.0) / 1000.0,
             log_level=env.get("MOM_LOG_LEVEL", "INFO").upper(),
             schemas_dir=Path(env.get("MOM_SCHEMAS_DIR", str(REPO_ROOT / "schemas"))),
             group_id=env.get("MOM_GROUP_ID", f"mom.{service}"),

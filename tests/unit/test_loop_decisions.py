@@ -45,16 +45,29 @@ def alarm_bytes(event_id: str) -> bytes:
         "text": None})
 
 
+class CaughtUp:
+    """A consumer whose partitions hold nothing beyond what was fetched: no partition makes others wait."""
+
+    def get_watermark_offsets(self, _tp, cached=True):
+        return (0, 0)
+
+
 def make_loop(positions: dict) -> ConsumerLoop:
     spec = ServiceSpec("execution", (TOPIC,), EventMapper([MachineStateChanged, PartsProduced]), projector=None)
-    loop = ConsumerLoop(spec, CATALOGUE, CODEC, engine=None, consumer=None)
+    loop = ConsumerLoop(spec, CATALOGUE, CODEC, engine=None, consumer=CaughtUp())
     loop._positions.update(positions)
     return loop
 
 
+def decode(loop: ConsumerLoop, records: list):
+    """What the loop folds next from these fetched records."""
+    loop._decode(records)
+    return loop._take()
+
+
 def test_records_below_the_stored_position_are_skipped_and_the_span_starts_at_the_position():
     loop = make_loop({(TOPIC, 0): 5})
-    batch = loop._decode([FakeRecord(0, 3, state_bytes("a")), FakeRecord(0, 5, state_bytes("b")),
+    batch = decode(loop, [FakeRecord(0, 3, state_bytes("a")), FakeRecord(0, 5, state_bytes("b")),
                           FakeRecord(0, 6, state_bytes("c"))])
     assert [i.event.event_id for i in batch.items] == ["b", "c"]
     assert batch.spans == {(TOPIC, 0): [5, 7]}
@@ -62,20 +75,20 @@ def test_records_below_the_stored_position_are_skipped_and_the_span_starts_at_th
 
 def test_records_of_partitions_not_assigned_are_ignored():
     loop = make_loop({(TOPIC, 0): 0})
-    batch = loop._decode([FakeRecord(1, 0, state_bytes("a"))])
+    batch = decode(loop, [FakeRecord(1, 0, state_bytes("a"))])
     assert batch.items == [] and batch.spans == {}
 
 
 def test_a_gap_in_offsets_still_moves_the_position_past_the_last_record():
     # read_committed leaves gaps where transaction markers sit
     loop = make_loop({(TOPIC, 2): 10})
-    batch = loop._decode([FakeRecord(2, 12, state_bytes("a")), FakeRecord(2, 15, state_bytes("b"))])
+    batch = decode(loop, [FakeRecord(2, 12, state_bytes("a")), FakeRecord(2, 15, state_bytes("b"))])
     assert batch.spans == {(TOPIC, 2): [10, 16]}
 
 
 def test_event_types_the_service_does_not_use_advance_the_position_but_are_not_applied():
     loop = make_loop({(TOPIC, 0): 0})
-    batch = loop._decode([FakeRecord(0, 0, alarm_bytes("al-1")), FakeRecord(0, 1, state_bytes("s-1"))])
+    batch = decode(loop, [FakeRecord(0, 0, alarm_bytes("al-1")), FakeRecord(0, 1, state_bytes("s-1"))])
     assert [i.event.event_id for i in batch.items] == ["s-1"]
     assert batch.skipped == 1
     assert batch.spans == {(TOPIC, 0): [0, 2]}
@@ -83,7 +96,7 @@ def test_event_types_the_service_does_not_use_advance_the_position_but_are_not_a
 
 def test_undecodable_bytes_become_a_dead_letter_with_the_reason_and_the_payload():
     loop = make_loop({(TOPIC, 0): 0})
-    batch = loop._decode([FakeRecord(0, 0, b"not avro"), FakeRecord(0, 1, state_bytes("s-1"))])
+    batch = decode(loop, [FakeRecord(0, 0, b"not avro"), FakeRecord(0, 1, state_bytes("s-1"))])
     assert len(batch.items) == 1
     (dead,) = batch.dead
     assert dead["offset"] == 0 and dead["payload"] == b"not avro"
@@ -93,7 +106,7 @@ def test_undecodable_bytes_become_a_dead_letter_with_the_reason_and_the_payload(
 
 def test_each_partition_gets_its_own_span():
     loop = make_loop({(TOPIC, 0): 0, (TOPIC, 1): 7})
-    batch = loop._decode([FakeRecord(0, 0, state_bytes("a")), FakeRecord(1, 7, state_bytes("b")),
+    batch = decode(loop, [FakeRecord(0, 0, state_bytes("a")), FakeRecord(1, 7, state_bytes("b")),
                           FakeRecord(0, 1, state_bytes("c"))])
     assert batch.spans == {(TOPIC, 0): [0, 2], (TOPIC, 1): [7, 8]}
 
@@ -104,7 +117,7 @@ def test_partitions_are_interleaved_by_acceptance_time_keeping_each_partitions_o
     records = [FakeRecord(0, 0, state_bytes("p0-a", t[1])), FakeRecord(0, 1, state_bytes("p0-b", t[0])),
                FakeRecord(0, 2, state_bytes("p0-c", t[5])), FakeRecord(1, 0, state_bytes("p1-a", t[2])),
                FakeRecord(1, 1, state_bytes("p1-b", t[3]))]
-    batch = loop._decode(records)
+    batch = decode(loop, records)
     # p0-b was accepted earlier than p0-a but sits after it in its partition: partition order wins
     assert [i.event.event_id for i in batch.items] == ["p0-a", "p0-b", "p1-a", "p1-b", "p0-c"]
 
@@ -142,6 +155,8 @@ def make_running_loop(positions, batches, commit):
 
     async def resync():
         resyncs.append(dict(loop._positions))
+        for tp in list(loop._positions):  # as the real resync: seek, and forget what was buffered
+            loop._forget(tp)
 
     loop._resync = resync
     return loop, resyncs
@@ -211,3 +226,22 @@ def test_the_relay_is_woken_only_by_commits_that_added_outbox_rows():
 
     asyncio.run(scenario())
     assert woken == [True]
+
+
+def test_a_lagging_partition_that_has_shown_nothing_holds_the_others_back_until_the_idle_bound():
+    class Lagging(CaughtUp):
+        def get_watermark_offsets(self, tp, cached=True):
+            return (0, 10) if tp.partition == 1 else (0, 0)
+
+    loop = make_loop({(TOPIC, 0): 0, (TOPIC, 1): 0})
+    loop._consumer = Lagging()
+    assert decode(loop, [FakeRecord(0, 0, state_bytes("a"))]).items == []  # partition 1 may hold earlier ones
+    loop._max_idle = 0.0  # the bound passed: go on without it
+    assert [i.event.event_id for i in loop._take().items] == ["a"]
+
+
+def test_revoking_a_partition_forgets_what_was_buffered_for_it():
+    loop = make_loop({(TOPIC, 0): 0})
+    loop._decode([FakeRecord(0, 0, state_bytes("a"))])
+    loop._forget((TOPIC, 0))
+    assert len(loop._merger) == 0 and (TOPIC, 0) not in loop._fetched
