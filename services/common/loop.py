@@ -130,6 +130,7 @@ class ConsumerLoop:
         self._fetched: dict[tuple[str, int], int] = {}  # next offset to buffer, per partition
         self._empty_since: dict[tuple[str, int], float] = {}
         self._max_idle = batch_max_idle_s
+        self._filling_since: float | None = None
         self._prefetch: asyncio.Future | None = None  # consume() of the next batch, running while one commits
         self._makers: dict[str, Callable[[Any], Any] | None] = {}  # event type -> record-to-event, None if unused
 
@@ -312,10 +313,33 @@ class ConsumerLoop:
                 waiting[tp] = lagging and now - since < self._max_idle
         return waiting
 
+    def _should_fill(self, waiting_on: dict[tuple[str, int], bool]) -> bool:
+        """While partitions lag, a batch ends as soon as one of their buffers runs dry; with a few records
+        in one of them the batch would be tiny. So fetch more first, for at most the batch wait."""
+        lagging = [tp for tp, waiting in waiting_on.items() if waiting]
+        total = len(self._merger)
+        if not lagging or total >= 2 * self._max:
+            self._filling_since = None
+            return False
+        enough = max(1, self._max // (2 * len(lagging)))
+        if all(self._merger.buffered(tp) >= enough for tp in lagging):
+            self._filling_since = None
+            return False
+        now = time.monotonic()
+        if self._filling_since is None:
+            self._filling_since = now
+        if now - self._filling_since < 4 * self._wait:
+            return True
+        self._filling_since = None
+        return False
+
     def _take(self) -> _Batch:
         """The next batch: buffered events in acceptance order, as far as every partition allows."""
         batch = _Batch()
-        for tp, taken in self._merger.take(self._max, self._waiting_on()):
+        waiting_on = self._waiting_on()
+        if self._should_fill(waiting_on):
+            return batch  # let the buffers of lagging partitions fill up first: a batch stops where one runs dry
+        for tp, taken in self._merger.take(self._max, waiting_on):
             span = batch.spans.get(tp)
             if span is None:
                 batch.spans[tp] = [self._positions[tp], taken.offset + 1]

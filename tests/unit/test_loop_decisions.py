@@ -141,7 +141,7 @@ class FakeConsumer:
         return self.batches.pop(0) if self.batches else []
 
     def get_watermark_offsets(self, _tp, cached=True):
-        return (-1, -1)
+        return (0, 0)  # nothing beyond what it hands out: no partition holds the others back
 
     def commit(self, **_kwargs):
         pass
@@ -245,3 +245,17 @@ def test_revoking_a_partition_forgets_what_was_buffered_for_it():
     loop._decode([FakeRecord(0, 0, state_bytes("a"))])
     loop._forget((TOPIC, 0))
     assert len(loop._merger) == 0 and (TOPIC, 0) not in loop._fetched
+
+
+def test_while_a_lagging_partition_has_few_records_the_loop_fetches_more_before_taking():
+    class Lagging(CaughtUp):
+        def get_watermark_offsets(self, tp, cached=True):
+            return (0, 100)
+
+    loop = make_loop({(TOPIC, 0): 0})
+    loop._consumer = Lagging()
+    loop._max = 50
+    loop._wait = 10.0
+    assert decode(loop, [FakeRecord(0, 0, state_bytes("a"))]).items == []  # one record: fetch more first
+    loop._decode([FakeRecord(0, i, state_bytes(f"e{i}")) for i in range(1, 30)])
+    assert len(loop._take().items) == 30  # enough buffered: all of it goes, up to where the lane runs dry
