@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from confluent_kafka import Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from services.common.avro import codec_for
 from services.common.catalogue import Catalogue
 from services.common.kafka import apply_topics
+from services.common.kafka import end_offsets as kafka_end_offsets
 from services.common.settings import REPO_ROOT, KafkaSettings
 
 SEED = 20261102
@@ -55,15 +56,7 @@ def generate(n: int) -> Iterator[tuple[str, dict]]:
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    meta = admin.list_topics(topic, timeout=10).topics[topic]
-    from confluent_kafka import Consumer
-
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-watermarks", "enable.auto.commit": False})
-    try:
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
-    finally:
-        c.close()
+    return {p: o for (_, p), o in kafka_end_offsets(KafkaSettings(bootstrap=bootstrap), [topic]).items()}
 
 
 def manifest_path(state_dir: Path) -> Path:

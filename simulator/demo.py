@@ -8,13 +8,14 @@ import time
 import urllib.request
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from services.cli import available_services, prepare
 from services.common import localstack
 from services.common.avro import codec_for
 from services.common.catalogue import Catalogue
-from services.common.settings import REPO_ROOT
+from services.common.kafka import end_offsets
+from services.common.settings import REPO_ROOT, KafkaSettings
 from services.report import ReportQuery
 from services.report import run as report
 from simulator.scenario import LINE, bad_items, ground_truth, shift
@@ -43,18 +44,9 @@ def send(status: dict, events: list[dict]) -> tuple[int, int, list[str]]:
     return accepted, refused, messages
 
 
-def end_offset(bootstrap: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "mom-demo-probe"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
-    finally:
-        consumer.close()
-
-
 def wait_caught_up(status: dict, topics: list[str], timeout_s: float = 120.0) -> float:
     """Until execution's stored positions reach the end of its input topics; returns the seconds waited."""
-    target = sum(end_offset(status["kafka"]["bootstrap"], topic) for topic in topics)
+    target = sum(end_offsets(KafkaSettings(bootstrap=status["kafka"]["bootstrap"]), topics).values())
     started = time.monotonic()
     with psycopg.connect(status["database"]["url"], autocommit=True) as conn:
         while True:

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -58,6 +58,20 @@ def consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
         **overrides,
     }
     return Consumer(config)
+
+
+def end_offsets(kafka: KafkaSettings, topics: Iterable[str], timeout_s: float = 30.0) -> dict[tuple[str, int], int]:
+    """The high watermark of every partition of the topics: where a reader that has read all stands."""
+    probe = Consumer({**_base(kafka), "group.id": "mom.watermark-probe", "enable.auto.commit": False})
+    try:
+        ends = {}
+        for topic in topics:
+            for partition in probe.list_topics(topic, timeout=timeout_s).topics[topic].partitions:
+                ends[(topic, partition)] = probe.get_watermark_offsets(TopicPartition(topic, partition),
+                                                                       timeout=timeout_s)[1]
+        return ends
+    finally:
+        probe.close()
 
 
 def admin(kafka: KafkaSettings) -> AdminClient:

@@ -655,13 +655,11 @@ def _ensure_postgres(config: StackConfig) -> None:
 
 
 def _check_traversable(path: Path, uid: int) -> None:
-    for parent in reversed(path.resolve().parents):
-        st = parent.stat()
-        if st.st_uid != uid and not st.st_mode & 0o001:
-            raise StackError(
-                f"PostgreSQL runs as uid {uid}, which cannot enter {parent} (mode {oct(st.st_mode & 0o777)}): "
-                "chmod o+x it or set MOM_STATE_DIR to a path it can reach"
-            )
+    if not _reachable_by(path.resolve(), uid):
+        raise StackError(
+            f"PostgreSQL runs as uid {uid}, which cannot reach {path}: "
+            "make its folders enterable (o+x) or set MOM_STATE_DIR to a path it can reach"
+        )
 
 
 def _connect(config: StackConfig, database: str = DATABASE, user: str = SUPERUSER):

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
 
 from services.common.catalogue import Catalogue
 from services.common.db import checked_schema
+from services.common.kafka import end_offsets
 from services.common.loop import ServiceSpec
 from services.common.migrations import upgrade
 from services.common.runtime import build_worker
@@ -30,19 +30,6 @@ class TableDifference:
     table: str
     only_live: int
     only_replay: int
-
-
-def end_offsets(settings: Settings, topics: tuple[str, ...]) -> dict[tuple[str, int], int]:
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, **settings.kafka.client_config,
-                         "group.id": f"{settings.group_id}.probe"})
-    try:
-        ends = {}
-        for topic in topics:
-            for partition in consumer.list_topics(topic, timeout=30).topics[topic].partitions:
-                ends[(topic, partition)] = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)[1]
-        return ends
-    finally:
-        consumer.close()
 
 
 def seed_positions(admin_url: str, schema: str, positions: dict[tuple[str, int], int]) -> None:
@@ -73,7 +60,7 @@ async def rebuild(settings: Settings, make_spec: Callable[[Settings, Catalogue],
     replay_settings = replace(settings, database_url=admin_url, db_schema=schema,
                               group_id=f"{settings.group_id}.replay.{uuid.uuid4().hex[:8]}")
     worker = build_worker(replay_settings, lambda catalogue: make_spec(replay_settings, catalogue))
-    targets = end_offsets(replay_settings, worker.spec.input_topics)
+    targets = end_offsets(replay_settings.kafka, worker.spec.input_topics)
     total = sum(targets.values())
     started = time.monotonic()
     task = asyncio.create_task(worker.loop.run())

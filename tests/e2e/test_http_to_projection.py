@@ -38,7 +38,7 @@ def post(status: dict, events: list[dict], token: str | None = None) -> tuple[in
         return exc.code, json.loads(exc.read())
 
 
-def wait_for(status: dict, sql: str, args: tuple, expected, timeout_s: float = 60.0):
+def wait_for(status: dict, sql: str, args: tuple, expected, timeout_s: float = 180.0):
     deadline = time.monotonic() + timeout_s
     with psycopg.connect(status["database"]["service_urls"]["execution"], autocommit=True) as conn:
         while True:

@@ -61,10 +61,11 @@ def scratch(prepared: Prepared) -> Iterator[Settings]:
 def start_at_end(prepared: Prepared, settings: Settings) -> dict[tuple[str, int], int]:
     """Seed a scratch schema's positions at the current end of execution's input topics, so a test
     processes only what it produces (the shared topics keep every earlier test's events)."""
-    from services.common.replay import end_offsets, seed_positions
+    from services.common.kafka import end_offsets
+    from services.common.replay import seed_positions
     from services.execution.app import build
 
     topics = build(settings, prepared.catalogue).input_topics
-    ends = end_offsets(settings, topics)
+    ends = end_offsets(settings.kafka, topics)
     seed_positions(prepared.superuser_url, settings.db_schema, ends)
     return ends

@@ -62,14 +62,8 @@ def query(prepared, schema: str, sql: str, *args) -> list[tuple]:
 
 
 def end_offsets(prepared, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": prepared.kafka.bootstrap, "group.id": "offsets-probe"})
-    try:
-        metadata = consumer.list_topics(topic, timeout=10)
-        from confluent_kafka import TopicPartition
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                   for p in metadata.topics[topic].partitions)
-    finally:
-        consumer.close()
+    """Events on a topic so far: the sum of its partitions' high watermarks."""
+    return sum(kafka.end_offsets(prepared.kafka, [topic]).values())
 
 
 async def run_until(worker, done: Callable[[], bool], timeout_s: float = 240.0) -> None:
