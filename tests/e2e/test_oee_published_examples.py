@@ -9,7 +9,6 @@ time of 1.0 s, 19,271 parts counted of which 423 rejects. Published: availabilit
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -22,6 +21,7 @@ import pytest
 
 from services.cli import prepare
 from services.common import localstack
+from tests.waiting import positions_of, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 SERVICES = ("ingest", "execution")
@@ -92,14 +92,12 @@ def vorne_shift(site: str, run: str) -> list[dict]:
     return plan + operator + machine
 
 
-def wait_for_row(status: dict, sql: str, args: tuple, timeout_s: float = 90.0):
-    deadline = time.monotonic() + timeout_s
+def wait_for_row(status: dict, sql: str, args: tuple, service: str = "execution"):
+    """The first row of `sql` once the running `service` has produced it; None if the service stops
+    making progress first (see tests/waiting.py)."""
     with psycopg.connect(status["database"]["analyst_url"], autocommit=True) as conn:
-        while True:
-            row = conn.execute(sql, args).fetchone()
-            if row is not None or time.monotonic() > deadline:
-                return row
-            time.sleep(0.5)
+        return wait_until(lambda: conn.execute(sql, args).fetchone(),
+                          positions_of(status["database"]["url"], service))
 
 
 def test_the_vorne_oee_example_comes_out_exactly_in_kpi_oee(running):

@@ -10,7 +10,7 @@ import pytest
 from services.report import ReportQuery, run
 from tests.e2e.test_oee_published_examples import post, running, vorne_shift, wait_for_row  # noqa: F401 (fixture)
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 
 @pytest.fixture(scope="module")
