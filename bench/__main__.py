@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
-    log("starting the bench stack (Kafka :39092, PostgreSQL :35432, state .mom/bench)")
     config, _status, started = stack.start()
+    log(f"bench stack: Kafka :{config.kafka_port}, PostgreSQL :{config.pg_port}, state {config.state_dir}")
     try:
         manifest = dataset.ensure(config.bootstrap, config.state_dir, args.events, log)
         ctx = scenarios.Context(config, manifest, log)

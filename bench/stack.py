@@ -21,8 +21,12 @@ BENCH_ENV = {
 }
 
 
-def config() -> localstack.StackConfig:
-    return localstack.StackConfig.from_env({**os.environ, **BENCH_ENV})
+def config(env: dict[str, str] | None = None) -> localstack.StackConfig:
+    """The bench stack. `MOM_BENCH_<NAME>` overrides the bench's `MOM_<NAME>` (e.g. `MOM_BENCH_KAFKA_PORT`,
+    `MOM_BENCH_STATE_DIR`), so two benchmark runs can use two stacks side by side."""
+    env = dict(os.environ if env is None else env)
+    overrides = {f"MOM_{k[len('MOM_BENCH_'):]}": v for k, v in env.items() if k.startswith("MOM_BENCH_")}
+    return localstack.StackConfig.from_env({**env, **BENCH_ENV, **overrides})
 
 
 def start() -> tuple[localstack.StackConfig, dict, bool]:
