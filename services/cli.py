@@ -143,6 +143,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    from services.inventory.trace import run
+
+    print(run(args.lot, forward=args.forward, as_of=args.as_of, as_json=args.json))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if args.service not in available_services():
         print(f"mom run: unknown service {args.service!r} (known: {', '.join(available_services())})", file=sys.stderr)
@@ -190,6 +197,13 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--to", dest="end", metavar="T", help="periods starting before T")
     report.add_argument("--json", action="store_true", help="one JSON object, ratios as fractions")
     report.set_defaults(func=cmd_report)
+
+    trace = sub.add_parser("trace", help="a lot's genealogy: ancestors (default) or descendants, with quantities")
+    trace.add_argument("lot")
+    trace.add_argument("--forward", action="store_true", help="descendants instead of ancestors")
+    trace.add_argument("--as-of", metavar="T", help="as of an instant (RFC 3339; UTC if no offset)")
+    trace.add_argument("--json", action="store_true", help="one JSON object")
+    trace.set_defaults(func=cmd_trace)
 
     run = sub.add_parser("run", help="run one service in the foreground (as a container does)")
     run.add_argument("service")

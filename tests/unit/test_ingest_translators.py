@@ -76,6 +76,8 @@ VALID = {
     "LotDispositioned": envelope("LotDispositioned", lot_id="LOT-2026-0117", disposition="RELEASE"),
     "MaterialMoved": envelope("MaterialMoved", lot_id="LOT-2026-0117", from_location="WH1-A-03",
                               to_location="LINE1-SUPPLY", quantity=250),
+    "MaterialLost": envelope("MaterialLost", lot_id="LOT-2026-0117", quantity=2.5, kind="storage_and_transport",
+                             location_id="WH1-A-03", reason_code="DAMAGED-IN-TRANSIT"),
 }
 
 
