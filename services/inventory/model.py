@@ -111,7 +111,7 @@ class Lot:
 
     @property
     def quantity(self) -> float:
-        return sum(s.quantity for s in self.stock)
+        return sum((s.quantity for s in self.stock), 0.0)
 
     @property
     def known(self) -> bool:

@@ -23,7 +23,6 @@ from tests.integration.test_consumer_loop import end_offsets, query, run_until
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 2, 6, tzinfo=UTC)
-PRESS = "acme.berlin.assembly.line1.press07"
 
 
 def at(minutes: float) -> datetime:
@@ -119,6 +118,7 @@ async def run_live(prepared, settings: Settings, make=None) -> None:
 def scenario(run: str) -> tuple[Log, dict]:
     """Three levels: steel and paint lots -> brackets (WO-A) -> painted brackets (WO-B) -> kits (WO-C)."""
     log = Log(run)
+    press = f"acme{run}.berlin.assembly.line1.press07"  # a unit of its own: its current order is this run's
     ids = {k: f"{k}-{run}" for k in ("STEEL", "PAINT", "BOLT", "R1", "R2", "R3", "R4", "WO-A", "WO-B", "WO-C")}
     lot_a, lot_b, lot_c = (f"LOT-{ids[o]}" for o in ("WO-A", "WO-B", "WO-C"))
     ids.update(LOT_A=lot_a, LOT_B=lot_b, LOT_C=lot_c)
@@ -133,34 +133,34 @@ def scenario(run: str) -> tuple[Log, dict]:
     log.add("MaterialMoved", 5, lot_id=ids["R1"], from_location="WH1-A-03", to_location="LINE1", quantity=60.0)
     # Level 1: operators load both steel lots for WO-A; execution reports its good parts
     log.add("OrderStarted", 10, order_id=ids["WO-A"], product_id="BRACKET", quantity=10.0, due_at=None,
-            operation="0010", equipment_id=PRESS)
-    log.add("MaterialLoaded", 10, equipment_id=PRESS, order_id=ids["WO-A"], lot_id=ids["R1"], quantity=60.0)
-    log.add("MaterialLoaded", 11, equipment_id=PRESS, order_id=None, lot_id=ids["R2"], quantity=20.0)
-    log.add("ProductionReported", 20, order_id=ids["WO-A"], operation="0010", equipment_id=PRESS,
+            operation="0010", equipment_id=press)
+    log.add("MaterialLoaded", 10, equipment_id=press, order_id=ids["WO-A"], lot_id=ids["R1"], quantity=60.0)
+    log.add("MaterialLoaded", 11, equipment_id=press, order_id=None, lot_id=ids["R2"], quantity=20.0)
+    log.add("ProductionReported", 20, order_id=ids["WO-A"], operation="0010", equipment_id=press,
             product_id="BRACKET", lot_id=lot_a, good=40, scrap=2, final_operation=True)
     # Level 2: paint is backflushed by execution, brackets are loaded by an operator
-    log.add("ProductionReported", 30, order_id=ids["WO-B"], operation="0010", equipment_id=PRESS,
+    log.add("ProductionReported", 30, order_id=ids["WO-B"], operation="0010", equipment_id=press,
             product_id="PAINTED", lot_id=lot_b, good=30, scrap=0, final_operation=True)
-    log.add("MaterialConsumed", 30, order_id=ids["WO-B"], operation="0010", equipment_id=PRESS,
+    log.add("MaterialConsumed", 30, order_id=ids["WO-B"], operation="0010", equipment_id=press,
             material_id=ids["PAINT"], quantity=6.0, produced_lot_id=lot_b, backflushed=True)
-    log.add("MaterialLoaded", 31, equipment_id=PRESS, order_id=ids["WO-B"], lot_id=lot_a, quantity=30.0)
+    log.add("MaterialLoaded", 31, equipment_id=press, order_id=ids["WO-B"], lot_id=lot_a, quantity=30.0)
     # A quality hold on the paint lot: loading it is refused; after the release it is accepted
     log.add("LotHeld", 32, lot_id=ids["R3"], nonconformance_id=f"NC-{run}", reason="viscosity out of spec",
             equipment_id=None, order_id=None, caused_by=f"{run}-insp")
-    log.add("MaterialLoaded", 33, equipment_id=PRESS, order_id=ids["WO-B"], lot_id=ids["R3"], quantity=1.0)
+    log.add("MaterialLoaded", 33, equipment_id=press, order_id=ids["WO-B"], lot_id=ids["R3"], quantity=1.0)
     log.add("LotReleased", 34, lot_id=ids["R3"], nonconformance_ids=[f"NC-{run}"], caused_by=f"{run}-disp")
-    log.add("MaterialLoaded", 35, equipment_id=PRESS, order_id=ids["WO-B"], lot_id=ids["R3"], quantity=1.0)
+    log.add("MaterialLoaded", 35, equipment_id=press, order_id=ids["WO-B"], lot_id=ids["R3"], quantity=1.0)
     # Level 3: the painted brackets and bolts go into kits
-    log.add("MaterialLoaded", 50, equipment_id=PRESS, order_id=ids["WO-C"], lot_id=lot_b, quantity=30.0)
-    log.add("MaterialLoaded", 50, equipment_id=PRESS, order_id=ids["WO-C"], lot_id=ids["R4"], quantity=120.0)
-    log.add("ProductionReported", 55, order_id=ids["WO-C"], operation="0010", equipment_id=PRESS,
+    log.add("MaterialLoaded", 50, equipment_id=press, order_id=ids["WO-C"], lot_id=lot_b, quantity=30.0)
+    log.add("MaterialLoaded", 50, equipment_id=press, order_id=ids["WO-C"], lot_id=ids["R4"], quantity=120.0)
+    log.add("ProductionReported", 55, order_id=ids["WO-C"], operation="0010", equipment_id=press,
             product_id="KIT", lot_id=lot_c, good=30, scrap=0, final_operation=True)
     # Losses, and a backflush too large for the stock
     log.add("MaterialLost", 60, lot_id=ids["R2"], quantity=5.0, kind="storage_and_transport", location_id=None,
             equipment_id=None, reason_code="FORKLIFT")
     log.add("MaterialLost", 61, lot_id=ids["R1"], quantity=2.0, kind="production", location_id=None,
-            equipment_id=PRESS, reason_code="SETUP")
-    log.add("MaterialConsumed", 62, order_id=ids["WO-B"], operation="0010", equipment_id=PRESS,
+            equipment_id=press, reason_code="SETUP")
+    log.add("MaterialConsumed", 62, order_id=ids["WO-B"], operation="0010", equipment_id=press,
             material_id=ids["STEEL"], quantity=10_000.0, produced_lot_id=lot_b, backflushed=False)
     return log, ids
 
