@@ -37,6 +37,14 @@ class Moments:
         self.mean += delta / self.count
         self.m2 += delta * (value - self.mean)
 
+    def merge(self, count: int, mean: float, m2: float) -> None:
+        """Add a group of values given by its own count, mean and m2 (Chan et al.'s parallel update)."""
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean += delta * count / total
+        self.m2 += m2 + delta * delta * self.count * count / total
+        self.count = total
+
     def stdev(self) -> float | None:
         return math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else None
 
@@ -52,11 +60,20 @@ class Stats:
     ranges: int = 0
     machine: Moments = field(default_factory=Moments)
 
-    def add_subgroup(self, values: list[float], range_value: float | None, machine_study_values: int) -> None:
+    def add_subgroup(self, values: list[float], range_value: float | None, machine_study_values: int,
+                     summary: Moments | None = None) -> None:
+        """Add one subgroup; `summary` (its own moments) saves recomputing them for every period it is in."""
         self.subgroups += 1
-        for value in values:
-            self.values.add(value)
-            if self.machine.count < machine_study_values:
+        if summary is None:
+            summary = Moments()
+            for value in values:
+                summary.add(value)
+        if self.values.count == 0:
+            self.values = Moments(summary.count, summary.mean, summary.m2)
+        else:
+            self.values.merge(summary.count, summary.mean, summary.m2)
+        if self.machine.count < machine_study_values:
+            for value in values[:machine_study_values - self.machine.count]:
                 self.machine.add(value)
         if range_value is not None:
             self.range_sum += range_value

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from services.quality import spc
-from services.quality.capability import Stats
+from services.quality.capability import Moments, Stats
 from services.quality.events import (
     Characteristic,
     ControlLimitsChanged,
@@ -133,6 +133,7 @@ class InspectionRow:
     good: int
     first_pass: bool
     nonconformance_id: str | None
+    point: int | None = None                # the chart point the values made
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,7 +430,7 @@ def on_inspection_recorded(batch: BatchState, event: InspectionRecorded) -> list
         failed = not event.passed
         reason = f"attribute check of {event.characteristic_id} failed"
     nonconformance_id = f"NC-{event.event_id}" if failed else None
-    mean = rng = None
+    mean = rng = point = None
     if values:
         if chart is None:
             chart = batch.charts[key] = Chart(event.plan_id, event.characteristic_id, len(values), history=[])
@@ -437,14 +438,14 @@ def on_inspection_recorded(batch: BatchState, event: InspectionRecorded) -> list
                 limits = spc.limits_from_plan(1, len(values), c.target, c.sigma)  # type: ignore[union-attr,arg-type]
                 derived.extend(_new_limits(batch, chart, limits, event))
         subgroup = _add_point(batch, event, chart, values)
-        mean, rng = subgroup.mean, subgroup.range
+        mean, rng, point = subgroup.mean, subgroup.range, subgroup.seq
         derived.extend(_plot(batch, chart, subgroup, event))
         if chart.limits is None and chart.history is not None and len(chart.history) >= batch.baseline \
                 and not _plan_limits_wanted(c):
             derived.extend(_new_limits(batch, chart, _baseline_limits(batch, chart), event))
     batch.inspections.append(InspectionRow(event, plan.product_id if plan is not None else None,
                                            "variable" if values else "attribute", mean, rng, outside, inspected, good,
-                                           first_pass, nonconformance_id))
+                                           first_pass, nonconformance_id, point))
     if nonconformance_id is not None:
         derived.extend(_open_nonconformance(batch, event, nonconformance_id, reason, outside))
     return derived
@@ -463,12 +464,15 @@ def _add_point(batch: BatchState, event: InspectionRecorded, chart: Chart, value
     batch.subgroups.append((chart.plan_id, chart.characteristic_id, subgroup))
     if chart.history is not None:
         chart.history.append(subgroup)
+    summary = Moments()
+    for value in values:
+        summary.add(value)
     for period, start in period_starts(event.occurred_at):
         stats_key = (chart.plan_id, chart.characteristic_id, period, start)
         stats = batch.stats.get(stats_key)
         if stats is None:
             stats = batch.stats[stats_key] = Stats(chart.subgroup_size)
-        stats.add_subgroup(list(values), rng, batch.machine_study_values)
+        stats.add_subgroup(list(values), rng, batch.machine_study_values, summary)
         batch.changed_stats.add(stats_key)
     return subgroup
 

@@ -129,33 +129,40 @@ def rules_holding(points: Sequence[float], centre: float, sigma: float) -> int:
     k = len(points)
     if k == 0:
         return 0
-    mask = 0
+    window = points[-WINDOW:]
     if sigma > 0:
-        z = [(p - centre) / sigma for p in points[-WINDOW:]]
+        z = [(p - centre) / sigma for p in window]
     else:  # a degenerate chart: any distance from the centre is beyond every zone
-        z = [math.copysign(math.inf, p - centre) if p != centre else 0.0 for p in points[-WINDOW:]]
-    if abs(z[-1]) > 3:
-        mask |= 1
-    if k >= 9 and (all(v > 0 for v in z[-9:]) or all(v < 0 for v in z[-9:])):
-        mask |= 1 << 1
+        z = [math.copysign(math.inf, p - centre) if p != centre else 0.0 for p in window]
+    last = z[-1]
+    mask = 1 if (last > 3 or last < -3) else 0
+    if k >= 9:
+        run = z[-9:]
+        if min(run) > 0 or max(run) < 0:
+            mask |= 2
     if k >= 6:
-        last = points[-6:]
-        steps = [b - a for a, b in zip(last, last[1:], strict=False)]
-        if all(s > 0 for s in steps) or all(s < 0 for s in steps):
-            mask |= 1 << 2
+        a, b, c, d, e, f = window[-6:]
+        if a < b < c < d < e < f or a > b > c > d > e > f:
+            mask |= 4
     if k >= 14:
-        last = points[-14:]
-        steps = [b - a for a, b in zip(last, last[1:], strict=False)]
-        if all(a * b < 0 for a, b in zip(steps, steps[1:], strict=False)):
-            mask |= 1 << 3
-    if k >= 3 and (sum(v > 2 for v in z[-3:]) >= 2 or sum(v < -2 for v in z[-3:]) >= 2):
-        mask |= 1 << 4
-    if k >= 5 and (sum(v > 1 for v in z[-5:]) >= 4 or sum(v < -1 for v in z[-5:]) >= 4):
-        mask |= 1 << 5
-    if k >= 15 and all(abs(v) < 1 for v in z[-15:]):
-        mask |= 1 << 6
-    if k >= 8 and all(abs(v) > 1 for v in z[-8:]) and any(v > 1 for v in z[-8:]) and any(v < -1 for v in z[-8:]):
-        mask |= 1 << 7
+        last14 = window[-14:]
+        steps = [y - x for x, y in zip(last14, last14[1:], strict=False)]
+        if all(x * y < 0 for x, y in zip(steps, steps[1:], strict=False)):
+            mask |= 8
+    if k >= 3:
+        p, q = z[-3], z[-2]
+        if (p > 2) + (q > 2) + (last > 2) >= 2 or (p < -2) + (q < -2) + (last < -2) >= 2:
+            mask |= 16
+    if k >= 5:
+        five = z[-5:]
+        if sum(v > 1 for v in five) >= 4 or sum(v < -1 for v in five) >= 4:
+            mask |= 32
+    if k >= 15 and max(z) < 1 and min(z) > -1:  # z holds exactly the last fifteen points here
+        mask |= 64
+    if k >= 8:
+        eight = z[-8:]
+        if min(map(abs, eight)) > 1 and max(eight) > 1 and min(eight) < -1:
+            mask |= 128
     return mask
 
 

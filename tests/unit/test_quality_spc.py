@@ -227,3 +227,37 @@ def test_running_moments_agree_with_statistics(values):
         moments.add(v)
     assert math.isclose(moments.mean, statistics.fmean(values), rel_tol=1e-9, abs_tol=1e-9)
     assert math.isclose(moments.stdev(), statistics.stdev(values), rel_tol=1e-7, abs_tol=1e-7)
+
+
+def reference_rules(points: list[float], centre: float, sigma: float) -> set[int]:
+    """The eight rules written as plainly as DOMAIN.md states them (for comparison only)."""
+    z = [(p - centre) / sigma for p in points]
+    k, fired = len(z), set()
+
+    def steps(xs):
+        return [b - a for a, b in zip(xs, xs[1:], strict=False)]
+    if abs(z[-1]) > 3:
+        fired.add(1)
+    if k >= 9 and (all(v > 0 for v in z[-9:]) or all(v < 0 for v in z[-9:])):
+        fired.add(2)
+    if k >= 6 and (all(s > 0 for s in steps(points[-6:])) or all(s < 0 for s in steps(points[-6:]))):
+        fired.add(3)
+    if k >= 14 and all(a * b < 0 for a, b in zip(steps(points[-14:]), steps(points[-14:])[1:], strict=False)):
+        fired.add(4)
+    if k >= 3 and (sum(v > 2 for v in z[-3:]) >= 2 or sum(v < -2 for v in z[-3:]) >= 2):
+        fired.add(5)
+    if k >= 5 and (sum(v > 1 for v in z[-5:]) >= 4 or sum(v < -1 for v in z[-5:]) >= 4):
+        fired.add(6)
+    if k >= 15 and all(abs(v) < 1 for v in z[-15:]):
+        fired.add(7)
+    if k >= 8 and all(abs(v) > 1 for v in z[-8:]) and any(v > 1 for v in z[-8:]) and any(v < -1 for v in z[-8:]):
+        fired.add(8)
+    return fired
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([-3.5, -2.5, -1.5, -0.5, 0.0, 0.5, 1.5, 2.5, 3.5, 0.2, -0.2, 1.1, -1.1]),
+                min_size=1, max_size=40))
+def test_the_rules_agree_with_their_plain_statement(zs):
+    points = scaled(zs)
+    assert set(spc.rules_of(spc.rules_holding(points, CENTRE, SIGMA))) == reference_rules(points, CENTRE, SIGMA)

@@ -1,7 +1,7 @@
 """Quality's tables and analyst views: plans, sampling, SPC charts with versioned limits, capability,
 nonconformances, holds and yield facts.
 
-SPC points are stored once per limits version (spc_point_rows) over one row per subgroup (subgroups), so
+SPC points are stored once per limits version (spc_point_rows) over the inspection that made them, so
 a change of limits adds a version of the history without rewriting the points already evaluated.
 
 Revision ID: quality_0001
@@ -87,9 +87,13 @@ def upgrade() -> None:
         inspected integer NOT NULL,
         good integer NOT NULL,
         first_pass boolean NOT NULL,
-        nonconformance_id text)""")
+        nonconformance_id text,
+        point bigint)""")
     op.execute("CREATE INDEX inspection_results_by_order ON inspection_results (plan_id, characteristic_id, order_id)")
     op.execute("CREATE INDEX inspection_results_by_time ON inspection_results (occurred_at)")
+    # an inspection with values is one point (a subgroup) of its characteristic's chart
+    op.execute("""CREATE UNIQUE INDEX inspection_results_by_point ON inspection_results (plan_id, characteristic_id, point)
+                  WHERE point IS NOT NULL""")
     op.execute("""CREATE TABLE charts (
         plan_id text NOT NULL,
         characteristic_id text NOT NULL,
@@ -122,19 +126,6 @@ def upgrade() -> None:
         defined_at timestamptz NOT NULL,
         caused_by text NOT NULL,
         PRIMARY KEY (plan_id, characteristic_id, version))""")
-    op.execute("""CREATE TABLE subgroups (
-        plan_id text NOT NULL,
-        characteristic_id text NOT NULL,
-        point bigint NOT NULL,
-        event_id text NOT NULL,
-        occurred_at timestamptz NOT NULL,
-        sample_values double precision[] NOT NULL,
-        mean double precision NOT NULL,
-        range double precision,
-        equipment_id text,
-        order_id text,
-        lot_id text,
-        PRIMARY KEY (plan_id, characteristic_id, point))""")
     op.execute("""CREATE TABLE spc_point_rows (
         plan_id text NOT NULL,
         characteristic_id text NOT NULL,
@@ -256,7 +247,7 @@ def upgrade() -> None:
                {RULE_LIST.format(mask="p.rules_fired")} AS rules_fired,
                p.range_beyond
         FROM spc_point_rows p
-        JOIN subgroups g USING (plan_id, characteristic_id, point)
+        JOIN inspection_results g USING (plan_id, characteristic_id, point)
         JOIN charts c USING (plan_id, characteristic_id)
         LEFT JOIN control_limits l ON l.plan_id = p.plan_id AND l.characteristic_id = p.characteristic_id
                                    AND l.version = p.version""")
