@@ -234,6 +234,16 @@ async def test_genealogy_holds_on_hand_and_a_replay_through_the_real_log(prepare
                                               storage_and_transportation_loss_ratio::float8
                                        FROM kpis WHERE material_id = %s""", ids["STEEL"])
     assert steel == [(80.0, 2.0, 5.0, pytest.approx(2 / 80), pytest.approx(5 / 80))]
+    # Steel went into brackets with 40 good of 42 made; the day's average steel stock is time-weighted:
+    # 0 until 06:00, then 100, 150, 90, 70, 65 and 63 kg until midnight (in minute-kilograms below)
+    average = (100 * 1 + 150 * 9 + 90 * 1 + 70 * 49 + 65 * 1 + 63 * (1440 - 421)) / 1440
+    assert query(prepared, schema, """SELECT average_inventory, inventory_turns::float8, integrated_goods_ratio::float8
+                                      FROM kpis WHERE material_id = %s""", ids["STEEL"]) == [
+        (pytest.approx(average), pytest.approx(80 / average), pytest.approx(40 / 42))]
+    # All materials: 267 consumed (80 steel, 7 paint, 30 brackets, 30 painted brackets, 120 bolts), 100 made
+    assert query(prepared, schema, """SELECT cm, gq, finished_goods_ratio::float8, integrated_goods_ratio::float8
+                                      FROM kpis WHERE material_id IS NULL""") == [
+        (267.0, 100.0, pytest.approx(100 / 267), pytest.approx((80 * 40 / 42 + 187) / 267))]
 
     # A replay in large batches gives identical tables
     target = f"{schema}_r"
