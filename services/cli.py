@@ -150,7 +150,15 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from services.ingest.erp.importer import run
+
+    return run(args.files, direct=args.direct)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.service == "ingest-bridge":  # MQTT and OPC UA bridges (docs/connectivity.md)
+        os.execv(sys.executable, [sys.executable, "-m", "services.ingest.bridge"])
     if args.service not in available_services():
         print(f"mom run: unknown service {args.service!r} (known: {', '.join(available_services())})", file=sys.stderr)
         return 2
@@ -205,7 +213,13 @@ def parser() -> argparse.ArgumentParser:
     trace.add_argument("--json", action="store_true", help="one JSON object")
     trace.set_defaults(func=cmd_trace)
 
-    run = sub.add_parser("run", help="run one service in the foreground (as a container does)")
+    erp = sub.add_parser("import", help="send production orders, products (BOMs, routings) and material lots "
+                                        "from ERP exports (CSV, B2MML XML) through ingest")
+    erp.add_argument("files", nargs="+", metavar="FILE")
+    erp.add_argument("--direct", action="store_true", help="straight to Kafka through ingest's pipeline, not HTTP")
+    erp.set_defaults(func=cmd_import)
+
+    run = sub.add_parser("run", help="run one service in the foreground (as a container does), or ingest-bridge")
     run.add_argument("service")
     run.set_defaults(func=cmd_run)
     return root
