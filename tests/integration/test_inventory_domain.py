@@ -119,7 +119,8 @@ def scenario(run: str) -> tuple[Log, dict]:
     """Three levels: steel and paint lots -> brackets (WO-A) -> painted brackets (WO-B) -> kits (WO-C)."""
     log = Log(run)
     press = f"acme{run}.berlin.assembly.line1.press07"  # a unit of its own: its current order is this run's
-    ids = {k: f"{k}-{run}" for k in ("STEEL", "PAINT", "BOLT", "R1", "R2", "R3", "R4", "WO-A", "WO-B", "WO-C")}
+    ids = {k: f"{k}-{run}" for k in ("STEEL", "PAINT", "BOLT", "R1", "R2", "R3", "R4", "WO-A", "WO-B", "WO-C",
+                                     "BRACKET", "PAINTED", "KIT")}
     lot_a, lot_b, lot_c = (f"LOT-{ids[o]}" for o in ("WO-A", "WO-B", "WO-C"))
     ids.update(LOT_A=lot_a, LOT_B=lot_b, LOT_C=lot_c)
     log.add("MaterialLotReceived", 0, lot_id=ids["R1"], material_id=ids["STEEL"], quantity=100.0, unit="kg",
@@ -132,15 +133,15 @@ def scenario(run: str) -> tuple[Log, dict]:
             location_id="WH2")
     log.add("MaterialMoved", 5, lot_id=ids["R1"], from_location="WH1-A-03", to_location="LINE1", quantity=60.0)
     # Level 1: operators load both steel lots for WO-A; execution reports its good parts
-    log.add("OrderStarted", 10, order_id=ids["WO-A"], product_id="BRACKET", quantity=10.0, due_at=None,
+    log.add("OrderStarted", 10, order_id=ids["WO-A"], product_id=ids["BRACKET"], quantity=10.0, due_at=None,
             operation="0010", equipment_id=press)
     log.add("MaterialLoaded", 10, equipment_id=press, order_id=ids["WO-A"], lot_id=ids["R1"], quantity=60.0)
     log.add("MaterialLoaded", 11, equipment_id=press, order_id=None, lot_id=ids["R2"], quantity=20.0)
     log.add("ProductionReported", 20, order_id=ids["WO-A"], operation="0010", equipment_id=press,
-            product_id="BRACKET", lot_id=lot_a, good=40, scrap=2, final_operation=True)
+            product_id=ids["BRACKET"], lot_id=lot_a, good=40, scrap=2, final_operation=True)
     # Level 2: paint is backflushed by execution, brackets are loaded by an operator
     log.add("ProductionReported", 30, order_id=ids["WO-B"], operation="0010", equipment_id=press,
-            product_id="PAINTED", lot_id=lot_b, good=30, scrap=0, final_operation=True)
+            product_id=ids["PAINTED"], lot_id=lot_b, good=30, scrap=0, final_operation=True)
     log.add("MaterialConsumed", 30, order_id=ids["WO-B"], operation="0010", equipment_id=press,
             material_id=ids["PAINT"], quantity=6.0, produced_lot_id=lot_b, backflushed=True)
     log.add("MaterialLoaded", 31, equipment_id=press, order_id=ids["WO-B"], lot_id=lot_a, quantity=30.0)
@@ -154,7 +155,7 @@ def scenario(run: str) -> tuple[Log, dict]:
     log.add("MaterialLoaded", 50, equipment_id=press, order_id=ids["WO-C"], lot_id=lot_b, quantity=30.0)
     log.add("MaterialLoaded", 50, equipment_id=press, order_id=ids["WO-C"], lot_id=ids["R4"], quantity=120.0)
     log.add("ProductionReported", 55, order_id=ids["WO-C"], operation="0010", equipment_id=press,
-            product_id="KIT", lot_id=lot_c, good=30, scrap=0, final_operation=True)
+            product_id=ids["KIT"], lot_id=lot_c, good=30, scrap=0, final_operation=True)
     # Losses, and a backflush too large for the stock
     log.add("MaterialLost", 60, lot_id=ids["R2"], quantity=5.0, kind="storage_and_transport", location_id=None,
             equipment_id=None, reason_code="FORKLIFT")
