@@ -166,6 +166,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def cmd_token_hash(args: argparse.Namespace) -> int:
+    from services.ingest.settings import hash_token, new_token
+
+    token = sys.stdin.readline().strip() if args.stdin else new_token()
+    if not token:
+        print("mom token hash: no token on standard input", file=sys.stderr)
+        return 2
+    if not args.stdin:
+        print(f"token (give it to the client, keep it nowhere else): {token}")
+    print(f"MOM_INGEST_TOKENS entry: {args.name}:{hash_token(token)}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="mom", description="Run and operate the MOM backend.")
     sub = root.add_subparsers(dest="command", required=True)
@@ -212,6 +225,14 @@ def parser() -> argparse.ArgumentParser:
     trace.add_argument("--as-of", metavar="T", help="as of an instant (RFC 3339; UTC if no offset)")
     trace.add_argument("--json", action="store_true", help="one JSON object")
     trace.set_defaults(func=cmd_trace)
+
+    token = sub.add_parser("token", help="ingest bearer tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    token_hash = token_sub.add_parser(
+        "hash", help="make a new random token and print it with its `name:sha256:<hex>` entry for MOM_INGEST_TOKENS")
+    token_hash.add_argument("--name", default="client", help="the client's name, which becomes its events' source")
+    token_hash.add_argument("--stdin", action="store_true", help="hash the token read from standard input instead")
+    token_hash.set_defaults(func=cmd_token_hash)
 
     erp = sub.add_parser("import", help="send production orders, products (BOMs, routings) and material lots "
                                         "from ERP exports (CSV, B2MML XML) through ingest")

@@ -47,7 +47,11 @@ def sqlalchemy_url(url: str) -> str:
     raise SettingsError(f"MOM_DATABASE_URL={url!r}: must start with postgresql://")
 
 
-@dataclass(frozen=True)
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+@dataclass(frozen=True, repr=False)
 class KafkaSettings:
     bootstrap: str = "127.0.0.1:19092"
     client_config: Mapping[str, str] = field(default_factory=dict)  # security settings, passed to every client
@@ -64,7 +68,28 @@ class KafkaSettings:
         ):
             if env.get(name):
                 extra[key] = env[name]
+        protocol = extra.get("security.protocol", "PLAINTEXT").upper()
+        if protocol not in SECURITY_PROTOCOLS:
+            raise SettingsError(f"MOM_KAFKA_SECURITY_PROTOCOL={protocol!r}: must be one of {', '.join(SECURITY_PROTOCOLS)}")
+        if "security.protocol" in extra:
+            extra["security.protocol"] = protocol
+        if protocol.startswith("SASL_"):
+            mechanism = extra.setdefault("sasl.mechanism", "SCRAM-SHA-512").upper()
+            if mechanism not in SASL_MECHANISMS:
+                raise SettingsError(f"MOM_KAFKA_SASL_MECHANISM={mechanism!r}: must be one of {', '.join(SASL_MECHANISMS)}")
+            extra["sasl.mechanism"] = mechanism
+            missing = [n for n, k in (("MOM_KAFKA_SASL_USERNAME", "sasl.username"),
+                                      ("MOM_KAFKA_SASL_PASSWORD", "sasl.password")) if k not in extra]
+            if missing:
+                raise SettingsError(f"MOM_KAFKA_SECURITY_PROTOCOL={protocol} needs {' and '.join(missing)}")
+        elif "sasl.mechanism" in extra or "sasl.username" in extra:
+            raise SettingsError("MOM_KAFKA_SASL_* is set but MOM_KAFKA_SECURITY_PROTOCOL is not SASL_SSL or "
+                                "SASL_PLAINTEXT: the credentials would not be used")
         return cls(bootstrap=env.get("MOM_KAFKA_BOOTSTRAP", cls.bootstrap), client_config=extra)
+
+    def __repr__(self) -> str:  # the password never reaches a log line
+        shown = {k: ("***" if k == "sasl.password" else v) for k, v in self.client_config.items()}
+        return f"KafkaSettings(bootstrap={self.bootstrap!r}, client_config={shown!r})"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ ENVELOPE_FIELDS = ("event_id", "occurred_at", "recorded_at", "source", "correlat
 TYPE_FIELD = "type"
 MAX_EVENT_ID_LENGTH = 200
 MAX_SOURCE_LENGTH = 200
+MAX_CORRELATION_ID_LENGTH = 200
+MAX_STRING_LENGTH = 1024  # default longest body string (MOM_INGEST_MAX_STRING_LENGTH)
 OLDEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -113,13 +115,21 @@ def _is_timestamp(avro_type: Any) -> bool:
     return isinstance(avro_type, dict) and avro_type.get("logicalType") == "timestamp-micros"
 
 
+@dataclass(frozen=True)
+class _Options:
+    """What every checker of one Translator shares."""
+
+    time_zones: frozenset[str] | None   # the exact IANA names accepted, else their syntax is checked
+    max_string_length: int              # longest string a body field may hold, in characters
+
+
 def _compile_type(avro_type: Any, attributes: Mapping[str, Any], named: dict[str, Checker],
-                  time_zones: frozenset[str] | None) -> Checker:
+                  options: _Options) -> Checker:
     if isinstance(avro_type, list):
         branches = [t for t in avro_type if t != "null"]
         if len(branches) != 1 or len(avro_type) != 2:
             raise ValueError(f"unsupported union {avro_type!r}: only [null, T] unions are translated")
-        inner = _compile_type(branches[0], attributes, named, time_zones)
+        inner = _compile_type(branches[0], attributes, named, options)
 
         def check_nullable(value: Any, path: str, errors: list[Error]) -> Any:
             return None if value is None else inner(value, path, errors)
@@ -129,16 +139,16 @@ def _compile_type(avro_type: Any, attributes: Mapping[str, Any], named: dict[str
     if isinstance(avro_type, dict):
         kind = avro_type.get("type")
         if kind == "array":
-            return _array_checker(avro_type, attributes, named, time_zones)
+            return _array_checker(avro_type, attributes, named, options)
         if kind == "record":
-            checker = _record_checker(avro_type.get("fields", ()), named, time_zones)
+            checker = _record_checker(avro_type.get("fields", ()), named, options)
             named[avro_type["name"]] = checker
             return checker
         if kind in ("string", "long", "int", "double", "float", "boolean"):
-            return _compile_type(kind, attributes, named, time_zones)
+            return _compile_type(kind, attributes, named, options)
         raise ValueError(f"unsupported Avro type {avro_type!r}")
     if avro_type in ("string",):
-        return _string_checker(attributes, time_zones)
+        return _string_checker(attributes, options)
     if avro_type in ("long", "int"):
         return _long_checker(attributes)
     if avro_type in ("double", "float"):
@@ -150,18 +160,23 @@ def _compile_type(avro_type: Any, attributes: Mapping[str, Any], named: dict[str
     raise ValueError(f"unsupported Avro type {avro_type!r}")
 
 
-def _string_checker(attributes: Mapping[str, Any], time_zones: frozenset[str] | None) -> Checker:
+def _string_checker(attributes: Mapping[str, Any], options: _Options) -> Checker:
     allowed = attributes.get("allowed")
     allowed_set = frozenset(allowed) if allowed else None
     format_name = attributes.get("format")
     pattern = _FORMATS.get(format_name) if format_name else None
     if format_name and pattern is None:
         raise ValueError(f"unknown format {format_name!r}")
-    zones = time_zones if format_name == "iana_time_zone" else None
+    zones = options.time_zones if format_name == "iana_time_zone" else None
+    max_length = options.max_string_length
 
     def check_string(value: Any, path: str, errors: list[Error]) -> Any:
         if type(value) is not str:
             errors.append(_error(path, "type", f"{path} must be a string, got {_describe(value)}"))
+            return _INVALID
+        if len(value) > max_length:
+            errors.append(_error(path, "maxLength",
+                                 f"{path} must be at most {max_length} characters, got {len(value)}"))
             return _INVALID
         if allowed_set is not None and value not in allowed_set:
             errors.append(_error(path, "allowed", f"{path} must be one of {', '.join(allowed)}, got {value!r}"))
@@ -255,8 +270,8 @@ def _timestamp_checker() -> Checker:
 
 
 def _array_checker(avro_type: Mapping[str, Any], attributes: Mapping[str, Any], named: dict[str, Checker],
-                   time_zones: frozenset[str] | None) -> Checker:
-    item_checker = _compile_type(avro_type["items"], {}, named, time_zones)
+                   options: _Options) -> Checker:
+    item_checker = _compile_type(avro_type["items"], {}, named, options)
     min_items = attributes.get("minItems")
 
     def check_array(value: Any, path: str, errors: list[Error]) -> Any:
@@ -286,7 +301,7 @@ class _Field:
 
 
 def _compile_fields(fields: Iterable[Mapping[str, Any]], named: dict[str, Checker],
-                    time_zones: frozenset[str] | None) -> tuple[_Field, ...]:
+                    options: _Options) -> tuple[_Field, ...]:
     compiled = []
     for spec in fields:
         avro_type = spec["type"]
@@ -294,7 +309,7 @@ def _compile_fields(fields: Iterable[Mapping[str, Any]], named: dict[str, Checke
         has_default = "default" in spec
         compiled.append(_Field(
             name=spec["name"],
-            checker=_compile_type(avro_type, spec, named, time_zones),
+            checker=_compile_type(avro_type, spec, named, options),
             required=not has_default and not nullable,
             default=spec.get("default"),
         ))
@@ -337,8 +352,8 @@ def _check_unknown(value: Mapping[str, Any], known: frozenset[str], path: str, e
 
 
 def _record_checker(fields: Iterable[Mapping[str, Any]], named: dict[str, Checker],
-                    time_zones: frozenset[str] | None) -> Checker:
-    compiled = _compile_fields(fields, named, time_zones)
+                    options: _Options) -> Checker:
+    compiled = _compile_fields(fields, named, options)
     known = frozenset(f.name for f in compiled)
 
     def check_record(value: Any, path: str, errors: list[Error]) -> Any:
@@ -387,8 +402,9 @@ class Translator:
     """
 
     def __init__(self, schemas: Mapping[str, Mapping[str, Any]], input_types: Iterable[str], *,
-                 max_future_s: float = 300.0, time_zones: Iterable[str] | None = None) -> None:
-        zones = frozenset(time_zones) if time_zones else None
+                 max_future_s: float = 300.0, time_zones: Iterable[str] | None = None,
+                 max_string_length: int = MAX_STRING_LENGTH) -> None:
+        options = _Options(frozenset(time_zones) if time_zones else None, max_string_length)
         self._max_future_micros = int(max_future_s * 1_000_000)
         self._oldest_micros = to_micros(OLDEST_OCCURRED_AT)
         self._types: dict[str, _EventType] = {}
@@ -397,7 +413,7 @@ class Translator:
             names = tuple(f["name"] for f in schema["fields"][: len(ENVELOPE_FIELDS)])
             if names != ENVELOPE_FIELDS:
                 raise ValueError(f"{name}: the first fields must be the envelope {ENVELOPE_FIELDS}, got {names}")
-            body = _compile_fields(schema["fields"][len(ENVELOPE_FIELDS):], {}, zones)
+            body = _compile_fields(schema["fields"][len(ENVELOPE_FIELDS):], {}, options)
             known = frozenset((TYPE_FIELD, "event_id", "occurred_at", "source", "correlation_id",
                                *(f.name for f in body)))
             self._types[name] = _EventType(name, body, known)
@@ -492,5 +508,9 @@ class Translator:
         if correlation_id is not None and type(correlation_id) is not str:
             errors.append(_error("correlation_id", "type",
                                  f"correlation_id must be a string or null, got {_describe(correlation_id)}"))
+        elif correlation_id is not None and len(correlation_id) > MAX_CORRELATION_ID_LENGTH:
+            errors.append(_error("correlation_id", "maxLength",
+                                 f"correlation_id must be at most {MAX_CORRELATION_ID_LENGTH} characters, "
+                                 f"got {len(correlation_id)}"))
         record["correlation_id"] = correlation_id
         return event_id if event_id else None
