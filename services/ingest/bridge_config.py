@@ -222,15 +222,20 @@ def parse(document: Any, origin: str = "bridge config") -> BridgeConfig:
     if not isinstance(equipment_specs, list):
         check.fail("equipment", f"must be a list, got {type(equipment_specs).__name__}")
         equipment_specs = []
-    equipment = tuple(e for i, spec in enumerate(equipment_specs) if (e := _equipment(check, i, spec)) is not None)
+    equipment = []
     seen: set[str] = set()
-    for index, unit in enumerate(equipment):
+    global_tags = root.get("tags") if isinstance(root.get("tags"), Mapping) else {}
+    for index, spec in enumerate(equipment_specs):
+        unit = _equipment(check, index, spec)
+        if unit is None:
+            continue
         if unit.equipment_id in seen:
             check.fail(f"equipment[{index}].id", f"{unit.equipment_id} is listed twice")
         seen.add(unit.equipment_id)
         for tag in unit.opcua_nodes:
-            if tag not in unit.tags and tag not in (root.get("tags") or {}):
+            if tag not in unit.tags and tag not in global_tags:
                 check.fail(f"equipment[{index}].opcua_nodes.{tag}", "has no rule in tags or equipment tags")
+        equipment.append(unit)
     config = BridgeConfig(
         source=check.string(root.get("source", DEFAULT_SOURCE), "source") or DEFAULT_SOURCE,
         json_topics=check.strings(mqtt.get("json_topics"), "mqtt.json_topics"),
@@ -241,7 +246,7 @@ def parse(document: Any, origin: str = "bridge config") -> BridgeConfig:
         opcua_publishing_interval_ms=int(check.number(opcua.get("publishing_interval_ms"),
                                                       "opcua.publishing_interval_ms", 200, minimum=10, integer=True)),
         tags=MappingProxyType(_rules(check, root.get("tags"), "tags")),
-        equipment=equipment,
+        equipment=tuple(equipment),
     )
     if check.errors:
         raise ConfigError(check.errors, origin)
