@@ -1,15 +1,22 @@
-"""`mom report`: OEE, the downtime Pareto, order progress and WIP, read from the analyst views.
+"""`mom report`: every domain's headline figures, read from the analyst views.
 
-Reads only what the read-only `mom_analyst` role may read (the kpi and execution views), so it
-works against any deployment: MOM_ANALYST_DATABASE_URL when set, else the local stack's analyst URL.
-Ratios are printed as percentages with one decimal; `--json` gives the same as one JSON object,
-with ratios as plain fractions (0.7479, not 74.8) and NULL ratios (zero denominators) as null.
+Production (kpi and execution views): OEE and its factors per work unit and line, the downtime
+Pareto, order progress and WIP. Quality: SPC rule violations, open holds, nonconformances, first
+pass yield and capability. Maintenance: open work orders, MTBF and MTTR per unit (sums of the
+elements, never averages of ratios), preventive schedules. Inventory: on-hand by material and one
+genealogy trace. A domain whose views do not exist (its service is not deployed) is shown as not
+available, with the reason, and the rest of the report stands.
+
+Reads only what the read-only `mom_analyst` role may read, so it works against any deployment:
+MOM_ANALYST_DATABASE_URL when set, else the local stack's analyst URL. Ratios are printed as
+percentages with one decimal; `--json` gives the same as one JSON object, with ratios as plain
+fractions (0.7479, not 74.8) and NULL ratios (zero denominators) as null.
 """
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -117,10 +124,120 @@ def collect(conn: psycopg.Connection, query: ReportQuery) -> dict:
         SELECT order_id, product_id, status, quantity, good, scrap, due_at, started_at, completed_at,
                good::numeric / NULLIF(quantity, 0) AS progress
         FROM execution.orders WHERE {order_scope} ORDER BY order_id""", unit_args)
+    hourly = _rows(conn, f"""
+        SELECT equipment_id, period_start, pbt_s, apt_s, pq, gq, {ratio_columns}
+        FROM kpi.oee_rollup WHERE level = 'work_center' AND period = 'hour' AND {unit_scope} AND {period_time}
+        ORDER BY equipment_id, period_start""", {**unit_args, **time_args})
     return {
         "scope": query.scope, "period": query.period, "from": query.start, "to": query.end,
-        "units": units, "lines": lines, "downtime_pareto": pareto, "orders": orders, "wip": wip,
+        "units": units, "lines": lines, "lines_by_hour": hourly, "downtime_pareto": pareto, "orders": orders,
+        "wip": wip, "quality": _quality(conn, query), "maintenance": _maintenance(conn, query),
+        "inventory": _inventory(conn, query),
     }
+
+
+# -- the other domains: each part optional, so a service not deployed leaves a clear gap ---------------
+
+
+def _optional(conn: psycopg.Connection, sql: str, args: dict | None = None) -> dict:
+    """Rows of a query on a view that may not exist yet: {"available", "rows"} or {"available", "reason"}."""
+    try:
+        return {"available": True, "rows": _rows(conn, sql, args or {})}
+    except psycopg.Error as error:  # no such view or column, no privilege: that part is not available
+        if not conn.autocommit:
+            conn.rollback()
+        reason = (error.diag.message_primary if getattr(error, "diag", None) else None) or str(error)
+        return {"available": False, "reason": reason.strip().splitlines()[0]}
+
+
+def _quality(conn: psycopg.Connection, query: ReportQuery) -> dict:
+    scope, args = _scope_filter("equipment_id", query)
+    when, time_args = _time_filter("occurred_at", query)
+    args = {**args, **time_args}
+    violations = _optional(conn, f"""
+        SELECT plan_id, characteristic_id, point, occurred_at, equipment_id, order_id, lot_id, chart, value,
+               centre, lcl, ucl, rules_fired
+        FROM quality.spc_points
+        WHERE rules_fired IS NOT NULL AND cardinality(rules_fired) > 0 AND {scope} AND {when}
+        ORDER BY occurred_at, characteristic_id, point""", args)
+    holds = _optional(conn, f"""
+        SELECT lot_id, hold_no, held_at, nonconformance_id, equipment_id, order_id, lot_status
+        FROM quality.holds WHERE active AND {scope} ORDER BY held_at, lot_id""", args)
+    nonconformances = _optional(conn, f"""
+        SELECT status, count(*)::bigint AS nonconformances, sum(values_outside)::bigint AS values_outside
+        FROM quality.nonconformances WHERE {scope} GROUP BY status ORDER BY status""", args)
+    fpy = _optional(conn, f"""
+        SELECT product_id, sum(ip)::bigint AS inspected, sum(gp)::bigint AS good_first_pass,
+               sum(gp)::numeric / NULLIF(sum(ip), 0) AS first_pass_yield
+        FROM quality.fpy WHERE period = 'day' AND {scope} GROUP BY product_id ORDER BY product_id""", args)
+    capability = _optional(conn, """
+        SELECT plan_id, characteristic_id, characteristic_name, product_id, subgroup_size, n_values, mean, lsl, usl,
+               cp, cpk, pp, ppk
+        FROM quality.capability WHERE period = 'all' ORDER BY plan_id, characteristic_id""")
+    chart = _control_chart(conn, violations)
+    return {"spc_violations": violations, "open_holds": holds, "nonconformances": nonconformances, "fpy": fpy,
+            "capability": capability, "control_chart": chart}
+
+
+def _control_chart(conn: psycopg.Connection, violations: dict) -> dict:
+    """The points of one chart with its limits: the characteristic with the most violations (else the
+    most points), in its current limits version."""
+    if not violations["available"]:
+        return violations
+    counts: dict[tuple[str, str], int] = {}
+    for row in violations["rows"]:
+        counts[(row["plan_id"], row["characteristic_id"])] = counts.get((row["plan_id"], row["characteristic_id"]), 0) + 1
+    if counts:
+        plan_id, characteristic_id = max(counts, key=lambda k: (counts[k], k))
+    else:
+        busiest = _optional(conn, """SELECT plan_id, characteristic_id FROM quality.spc_points
+                                      GROUP BY 1, 2 ORDER BY count(*) DESC, 1, 2 LIMIT 1""")
+        if not busiest["available"] or not busiest["rows"]:
+            return {"available": bool(busiest["available"]), "rows": [], "reason": busiest.get("reason")}
+        plan_id, characteristic_id = busiest["rows"][0]["plan_id"], busiest["rows"][0]["characteristic_id"]
+    points = _optional(conn, """
+        SELECT point, occurred_at, chart, value, centre, lcl, ucl, limits_version, rules_fired
+        FROM quality.spc_points WHERE plan_id = %(plan)s AND characteristic_id = %(characteristic)s AND current_version
+        ORDER BY point""", {"plan": plan_id, "characteristic": characteristic_id})
+    return {**points, "plan_id": plan_id, "characteristic_id": characteristic_id}
+
+
+def _maintenance(conn: psycopg.Connection, query: ReportQuery) -> dict:
+    scope, args = _scope_filter("equipment_id", query)
+    open_orders = _optional(conn, f"""
+        SELECT work_order_id, kind, equipment_id, status, opened_at, started_at, description, technician_id
+        FROM maintenance.work_orders WHERE status <> 'CLOSED' AND {scope} ORDER BY opened_at, work_order_id""", args)
+    closed = _optional(conn, f"""
+        SELECT kind, count(*)::bigint AS work_orders FROM maintenance.work_orders
+        WHERE status = 'CLOSED' AND {scope} GROUP BY kind ORDER BY kind""", args)
+    reliability = _optional(conn, f"""
+        SELECT equipment_id, sum(failures)::bigint AS failures, sum(restored)::bigint AS restored,
+               (sum(operating_us) / 1e6)::numeric(20, 6) AS operating_s,
+               (sum(operating_us) / 1e6 / NULLIF(sum(failures), 0))::numeric(20, 6) AS mtbf_s,
+               (sum(ttr_us) / 1e6 / NULLIF(sum(restored), 0))::numeric(20, 6) AS mttr_s,
+               sum(cmt_us)::numeric / NULLIF(sum(cmt_us) + sum(pmt_us), 0) AS cm_ratio
+        FROM maintenance.reliability WHERE {scope} GROUP BY equipment_id ORDER BY equipment_id""", args)
+    schedule = _optional(conn, f"""
+        SELECT plan_id, equipment_id, trigger_kind, dues_so_far, next_due_at, runtime_h_remaining, cycles_remaining
+        FROM maintenance.pm_schedule WHERE {scope} ORDER BY plan_id""", args)
+    return {"open_work_orders": open_orders, "closed_work_orders": closed, "reliability": reliability,
+            "pm_schedule": schedule}
+
+
+def _inventory(conn: psycopg.Connection, query: ReportQuery) -> dict:
+    on_hand = _optional(conn, """
+        SELECT material_id, min(unit) AS unit, sum(quantity) AS quantity, sum(available) AS available,
+               sum(held) AS held, sum(lots)::bigint AS lots, count(*) FILTER (WHERE quantity <> 0)::bigint AS locations
+        FROM inventory.on_hand GROUP BY material_id HAVING abs(sum(quantity)) > 1e-9 ORDER BY material_id""")
+    trace: dict = _optional(conn, """
+        SELECT child_lot_id, count(*)::bigint AS parents FROM inventory.genealogy
+        GROUP BY child_lot_id ORDER BY count(*) DESC, child_lot_id LIMIT 1""")
+    if trace["available"] and trace["rows"]:
+        lot = trace["rows"][0]["child_lot_id"]
+        trace = {**_optional(conn, """
+            SELECT depth, parent_lot_id, child_lot_id, material_id, quantity FROM inventory.trace(%(lot)s, false)
+            ORDER BY depth, parent_lot_id""", {"lot": lot}), "lot_id": lot, "direction": "backward"}
+    return {"on_hand": on_hand, "genealogy_trace": trace}
 
 
 def report(query: ReportQuery, url: str | None = None) -> dict:
@@ -199,7 +316,82 @@ def render(data: dict, query: ReportQuery) -> str:
                  _number(r["scrap"]), _number(r["rework"]), _number(r["remaining"])] for r in data["wip"]],
                {4, 5, 6, 7}),
     ]
+    if "quality" in data:
+        parts.append(render_domains(data))
     return "\n".join(parts)
+
+
+def _section(title: str, part: dict, headers: Sequence[str], row: Callable[[dict], list[str]],
+             right: set[int]) -> str:
+    if not part.get("available"):
+        return f"{title}\n  not available: {part.get('reason') or 'no data'}"
+    return _table(title, headers, [row(r) for r in part["rows"]], right)
+
+
+def _seconds(value: object, unit: float = 60.0) -> str:
+    return "" if value is None else f"{float(value) / unit:.1f}"  # type: ignore[arg-type]
+
+
+def _rules(value: object) -> str:
+    return ",".join(str(r) for r in value) if isinstance(value, list | tuple) else _number(value)
+
+
+def render_domains(data: dict) -> str:
+    quality, maintenance, inventory = data["quality"], data["maintenance"], data["inventory"]
+    trace = inventory["genealogy_trace"]
+    trace_title = (f"\ngenealogy: ancestors of {trace['lot_id']} (inventory.trace)" if trace.get("lot_id")
+                   else "\ngenealogy trace (inventory.trace)")
+    parts = [
+        _section("\nSPC rule violations (quality.spc_points; Nelson rules fired)", quality["spc_violations"],
+                 ["when (UTC)", "characteristic", "point", "equipment", "value", "LCL", "UCL", "rules"],
+                 lambda r: [_number(r["occurred_at"]), r["characteristic_id"], _number(r["point"]),
+                            r["equipment_id"] or "", f"{r['value']:.4g}" if r["value"] is not None else "",
+                            _number(r["lcl"]), _number(r["ucl"]), _rules(r["rules_fired"])], {2, 4, 5, 6}),
+        _section("\nopen holds (quality.holds)", quality["open_holds"],
+                 ["lot", "held since (UTC)", "nonconformance", "equipment", "order"],
+                 lambda r: [r["lot_id"], _number(r["held_at"]), r["nonconformance_id"] or "", r["equipment_id"] or "",
+                            r["order_id"] or ""], set()),
+        _section("\nnonconformances (quality.nonconformances)", quality["nonconformances"],
+                 ["status", "count", "values outside"],
+                 lambda r: [r["status"], _number(r["nonconformances"]), _number(r["values_outside"])], {1, 2}),
+        _section("\nfirst pass yield (quality.fpy)", quality["fpy"], ["product", "inspected", "good", "FPY"],
+                 lambda r: [r["product_id"] or "", _number(r["inspected"]), _number(r["good_first_pass"]),
+                            percent(r["first_pass_yield"])], {1, 2, 3}),
+        _section("\ncapability (quality.capability, all time)", quality["capability"],
+                 ["characteristic", "product", "n", "mean", "LSL", "USL", "Cp", "Cpk"],
+                 lambda r: [r["characteristic_id"], r["product_id"] or "", _number(r["n_values"]),
+                            _fmt(r["mean"]), _fmt(r["lsl"]), _fmt(r["usl"]), _fmt(r["cp"], 2), _fmt(r["cpk"], 2)],
+                 {2, 3, 4, 5, 6, 7}),
+        _section("\nopen work orders (maintenance.work_orders)", maintenance["open_work_orders"],
+                 ["work order", "kind", "equipment", "status", "opened (UTC)"],
+                 lambda r: [r["work_order_id"], r["kind"], r["equipment_id"], r["status"], _number(r["opened_at"])],
+                 set()),
+        _section("\nclosed work orders (maintenance.work_orders)", maintenance["closed_work_orders"],
+                 ["kind", "count"], lambda r: [r["kind"], _number(r["work_orders"])], {1}),
+        _section("\nreliability per unit (maintenance.reliability; MTBF and MTTR in minutes)",
+                 maintenance["reliability"], ["equipment", "failures", "operating min", "MTBF min", "MTTR min", "CM ratio"],
+                 lambda r: [r["equipment_id"], _number(r["failures"]), _seconds(r["operating_s"]), _seconds(r["mtbf_s"]),
+                            _seconds(r["mttr_s"]), percent(r["cm_ratio"])], {1, 2, 3, 4, 5}),
+        _section("\npreventive maintenance (maintenance.pm_schedule)", maintenance["pm_schedule"],
+                 ["plan", "equipment", "trigger", "dues", "next due (UTC)", "runtime h left", "cycles left"],
+                 lambda r: [r["plan_id"], r["equipment_id"], r["trigger_kind"], _number(r["dues_so_far"]),
+                            _number(r["next_due_at"]), _fmt(r["runtime_h_remaining"], 2), _number(r["cycles_remaining"])],
+                 {3, 5, 6}),
+        _section("\non-hand by material (inventory.on_hand)", inventory["on_hand"],
+                 ["material", "unit", "on hand", "available", "held", "lots", "locations"],
+                 lambda r: [r["material_id"], r["unit"] or "", _fmt(r["quantity"], 2), _fmt(r["available"], 2),
+                            _fmt(r["held"], 2), _number(r["lots"]), _number(r["locations"])], {2, 3, 4, 5, 6}),
+        _section(trace_title, trace, ["depth", "parent lot", "into lot", "parent material", "quantity"],
+                 lambda r: [_number(r["depth"]), r["parent_lot_id"], r["child_lot_id"], r["material_id"] or "",
+                            _fmt(r["quantity"], 2)], {0, 4}),
+    ]
+    return "\n".join(parts)
+
+
+def _fmt(value: object, digits: int = 4) -> str:
+    if value is None:
+        return ""
+    return f"{float(value):.{digits}f}" if digits <= 2 else f"{float(value):.{digits}g}"  # type: ignore[arg-type]
 
 
 def _json_default(value: object) -> object:

@@ -82,6 +82,7 @@ class Simulation:
     events: list[dict]
     facts: Facts
     ids: Ids
+    barriers: frozenset[str] = frozenset()  # event ids that must wait until what was sent before is applied
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)
@@ -187,10 +188,12 @@ class UnitRun:
         return max(FAILURE_MIN_S, value)
 
     # emitting ---------------------------------------------------------------------------------------
-    def emit(self, event_type: str, when: int, **body) -> dict:
+    def emit(self, event_type: str, when: int, barrier: bool = False, **body) -> dict:
         self.seq += 1
         event = {"type": event_type, "event_id": f"{self.eq}-{self.seq:06d}", "occurred_at": wire(when), **body}
         self.sim.floor.append((when, self.sim.next_order(), event))
+        if barrier:
+            self.sim.barriers.add(event["event_id"])
         return event
 
     def set_state(self, state: str, reason: str | None = None) -> None:
@@ -209,7 +212,8 @@ class UnitRun:
         if self.pending_good + self.pending_reject == 0:
             return
         order = self.report_order
-        self.emit("PartsProduced", self.t, equipment_id=self.eq, good=self.pending_good, reject=self.pending_reject,
+        first, self.first_count = self.first_count, False
+        self.emit("PartsProduced", self.t, barrier=first, equipment_id=self.eq, good=self.pending_good, reject=self.pending_reject,
                   order_id=self.sim.ids.name(order))
         self.sim.facts.production[self.eq].append((self.t, self.pending_good, self.pending_reject, self.pru))
         self.sim.on_parts(self, order, self.pending_good, self.pending_reject, self.t)
@@ -246,6 +250,23 @@ class UnitRun:
             remaining -= step
         return True
 
+    def wait_until(self, target: int, state: str, reason: str, end: int) -> bool:
+        """Stay in a state until an instant (windows keep their own state); False when the shift ended first."""
+        while self.t < min(target, end):
+            window = self.window_at(self.t)
+            if window is not None:
+                self.sit_out(window)
+                continue
+            self.set_state(state, reason)
+            self.t = min(target, self.next_window_start(self.t), end)
+        return self.t >= target
+
+    def upstream(self, order_id: str) -> str | None:
+        """The unit of the routing step before this unit's, for the order's product."""
+        routing = self.sim.plant.product(self.sim.order_products[order_id]).routing
+        mine = next(i for i, s in enumerate(routing) if s.work_unit == self.unit.unit_id)
+        return routing[mine - 1].work_unit if mine else None
+
     # the main loop ---------------------------------------------------------------------------------------
     def run_shift(self, start: int, end: int, orders: list) -> None:
         self.t = start
@@ -254,6 +275,12 @@ class UnitRun:
                 if not orders:
                     self.hold("IDLE", "NO-ORDER", end - self.t, end)
                     break
+                # flow: a unit starts an order a minute after the unit before it in the routing did
+                up = self.upstream(orders[0].order_id)
+                if up is not None:
+                    ready = self.sim.started.get((orders[0].order_id, up))
+                    if ready is None or not self.wait_until(ready + MINUTE_US, "STARVED", "NO-MATERIAL", end):
+                        break
                 self.start_order(orders.pop(0))
                 setup = ms(self.product.setup_minutes * 60 * self.rng.uniform(0.8, 1.3))
                 if not self.hold("SETUP", "CHANGEOVER", setup, end):
@@ -262,6 +289,7 @@ class UnitRun:
         self.flush()
 
     order: str | None = None
+    first_count: bool = False
     product: Product | None = None
     pru: float = 0.0
     quantity: int = 0
@@ -277,16 +305,19 @@ class UnitRun:
         self.report_order = self.order
         self.phase = 0
         self.op_start = self.t
+        self.first_count = True  # the operation must be applied before its first count (another topic)
         self.emit("OperationStarted", self.t, order_id=self.sim.ids.name(self.order), operation=self.operation,
                   equipment_id=self.eq, operator_id=self.sim.ids.name(self.unit.operator_id))
         self.sim.on_operation_started(self, self.order, self.t)
+        self.sim.started[(self.order, self.unit.unit_id)] = self.t
 
     def complete_order(self) -> None:
         self.flush()
         self.t += 1000  # a millisecond after its last count
-        self.emit("OperationCompleted", self.t, order_id=self.sim.ids.name(self.order), operation=self.operation,
+        self.emit("OperationCompleted", self.t, barrier=True, order_id=self.sim.ids.name(self.order), operation=self.operation,
                   equipment_id=self.eq, operator_id=self.sim.ids.name(self.unit.operator_id))
         self.sim.facts.orders[self.eq].append((self.order, self.op_start, self.t))
+        self.sim.completed[(self.order, self.unit.unit_id)] = self.t
         self.t += 1000
         self.order = None
 
@@ -326,6 +357,14 @@ class UnitRun:
                 self.op_parts[self.order] += 1
                 self.sim.maybe_inspect(self, self.order, self.op_parts[self.order])
                 if self.good >= self.quantity:
+                    # flow: a unit completes an order a minute after the unit before it did, not before
+                    up = self.upstream(self.order)
+                    if up is not None:
+                        self.flush()
+                        done = self.sim.completed.get((self.order, up))
+                        if done is None or not self.wait_until(done + MINUTE_US, "STARVED", "NO-MATERIAL", end):
+                            self.t = max(self.t, end)
+                            return
                     self.complete_order()
                     return
             if self.t >= next_minute:
@@ -370,7 +409,8 @@ class UnitRun:
                   severity="warning", text=f"{self.unit.name} stopped for more than 2 minutes")
         technician = self.sim.plant.technicians[self.rng.randrange(len(self.sim.plant.technicians))]
         work_order = f"CM-{self.eq}-{compact(start)}"  # maintenance's corrective order id for a failure
-        self.emit("MaintenanceWorkReported", start + (LONG_STOP_ALARM_S + 4) * US_PER_S, work_order_id=work_order,
+        self.emit("MaintenanceWorkReported", start + (LONG_STOP_ALARM_S + 4) * US_PER_S, barrier=True,
+                  work_order_id=work_order,
                   status="STARTED", technician_id=self.sim.ids.name(technician))
         self.t = start + repair
         if self.t > end:  # restored by the end-of-shift state at the latest
@@ -403,11 +443,14 @@ class Simulator:
         self.ids = Ids(plant, tag)
         self.facts = Facts(time_zone=plant.time_zone)
         self.floor: list[tuple[int, int, dict]] = []
+        self.barriers: set[str] = set()
         self._order = 0
         self.rng = random.Random(f"{seed}:plant")
         self.order_products = {o.order_id: o.product_id for line in plant.lines for o in line.orders}
         self.final_units = {p.product_id: p.routing[-1].work_unit for p in plant.products}
         self.order_start: dict[str, tuple[int, UnitRun]] = {}
+        self.started: dict[tuple[str, str], int] = {}    # (order, unit) -> when the unit started it
+        self.completed: dict[tuple[str, str], int] = {}  # (order, unit) -> when the unit completed it
 
     def next_order(self) -> int:
         self._order += 1
@@ -468,7 +511,7 @@ class Simulator:
         assert plan is not None
         work_order = f"PM-{self.ids.name(plan.plan_id)}-r1-{window.due_index}"  # type: ignore[attr-defined]
         technician = self.ids.name(self.plant.technicians[0])
-        run.emit("MaintenanceWorkReported", start, work_order_id=work_order, status="STARTED",
+        run.emit("MaintenanceWorkReported", start, barrier=True, work_order_id=work_order, status="STARTED",
                  technician_id=technician)
         run.emit("MaintenanceWorkReported", window.end, work_order_id=work_order, status="COMPLETED",
                  technician_id=technician)
@@ -522,7 +565,10 @@ class Simulator:
             self.facts.lines[self.ids.line(line.line_id)] = [self.ids.unit(u.unit_id) for u in line.work_units]
         runs = []
         for line in self.plant.lines:
-            for unit in line.work_units:
+            def position(unit: WorkUnit) -> int:  # units in routing order, so upstream units run first
+                return min((i for p in self.plant.products for i, s in enumerate(p.routing) if s.work_unit == unit.unit_id),
+                           default=0)
+            for unit in sorted(line.work_units, key=position):
                 windows = sorted(self.pm_windows(unit.unit_id), key=lambda w: w.start)
                 if not unit.runs_through_breaks:
                     windows += [Window(bs, be, "IDLE", "BREAK") for _, _, _, breaks in self.facts.shifts
@@ -532,7 +578,7 @@ class Simulator:
                 runs.append(run)
                 orders = [o for o in line.orders if any(s.work_unit == unit.unit_id
                                                         for s in self.plant.product(o.product_id).routing)]
-                for shift_id, start, end, _ in self.facts.shifts:
+                for _shift_id, start, end, _ in self.facts.shifts:
                     run.run_shift(start, end, orders)
                     run.process_values(start, end)
                 self._end_of_day(run)
@@ -541,7 +587,10 @@ class Simulator:
         self.kits = self.kitted_orders()
         plan_events = self._plan()
         floor = [e for _, _, e in sorted(self.floor, key=lambda x: (x[0], x[1]))]
-        return Simulation(self.plant, self.seed, self.tag, plan_events + floor, self.facts, self.ids)
+        if floor:
+            self.barriers.add(floor[0]["event_id"])  # master data and plans are applied before the floor
+        return Simulation(self.plant, self.seed, self.tag, plan_events + floor, self.facts, self.ids,
+                          frozenset(self.barriers))
 
     @staticmethod
     def _clip(windows: list[Window]) -> list[Window]:
@@ -681,7 +730,7 @@ class Simulator:
                 location = ids.name(units[b.material_id][1])
                 run.emit("MaterialMoved", when - 10 * MINUTE_US, lot_id=lots[b.material_id], from_location=location,
                          to_location=kanban, quantity=amount)
-                run.emit("MaterialLoaded", when - 1000, equipment_id=run.eq, order_id=ids.name(order),
+                run.emit("MaterialLoaded", when - 1000, barrier=True, equipment_id=run.eq, order_id=ids.name(order),
                          lot_id=lots[b.material_id], quantity=amount)
                 facts.stock[(material, location)] -= amount
                 facts.stock[(material, kanban)] += amount - amount  # moved in, then loaded out

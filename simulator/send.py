@@ -52,12 +52,35 @@ def post(url: str, token: str, events: Sequence[dict], timeout: float = 120.0) -
         return json.loads(response.read())
 
 
+def requests(events: Sequence[dict], batch: int, barriers: frozenset[str] | set[str]) -> list[tuple[int, list[dict]]]:
+    """The events cut into requests of at most `batch`, a new request starting at each barrier event:
+    (index of its first event, events)."""
+    cut: list[tuple[int, list[dict]]] = []
+    for index, event in enumerate(events):
+        if not cut or len(cut[-1][1]) >= batch or event["event_id"] in barriers:
+            cut.append((index, []))
+        cut[-1][1].append(event)
+    return cut
+
+
 def to_ingest(events: Sequence[dict], url: str, token: str, *, batch: int = DEFAULT_BATCH, rate: float = 0.0,
-              progress: Callable[[int, int], None] | None = None) -> Sent:
-    """POST the events in order, `batch` per request; refusals are collected with field and rule."""
+              barriers: frozenset[str] | set[str] = frozenset(), barrier: Callable[[], object] | None = None,
+              pause_s: float = 1.0, progress: Callable[[int, int], None] | None = None) -> Sent:
+    """POST the events in order, `batch` per request; refusals are collected with field and rule.
+
+    Services fold events of several topics in acceptance order only as far as they can see it: an
+    operation started on the operator topic and its first count on the machine topic, sent a few
+    microseconds apart, may be applied the other way round. So a request starts at each barrier
+    event (`barriers`), after `barrier()` returns (e.g. every service has caught up), or, without
+    one, after a pause of `pause_s`: the time a real shop floor leaves between such events anyway.
+    """
     sent, pacer, started = Sent(), _Pacer(rate), time.monotonic()
-    for first in range(0, len(events), batch):
-        chunk = events[first:first + batch]
+    for first, chunk in requests(events, batch, barriers):
+        if first and chunk[0]["event_id"] in barriers:
+            if barrier is not None:
+                barrier()
+            else:
+                time.sleep(pause_s)
         answer = post(url, token, chunk)
         sent.accepted += answer["accepted"]
         sent.refused += answer["rejected"]
