@@ -232,6 +232,10 @@ class BatchState:
     work_orders: dict[str, WorkOrder | None] = field(default_factory=dict)
     plans: dict[str, Plan | None] = field(default_factory=dict)
     runtime: dict[str, RuntimeTotals | None] = field(default_factory=dict)
+    history: dict[str, list[RuntimeTotals]] = field(default_factory=dict)  # runtime facts a plan's base may need
+    new_runtime_facts: list[RuntimeTotals] = field(default_factory=list)
+    parked: list[MaintenanceWorkReported] = field(default_factory=list)   # reports for orders not (yet) known
+    opened: list[str] = field(default_factory=list)                       # work orders opened in this batch
     conditions: dict[tuple[str, str], ConditionState] = field(default_factory=dict)
     failures: dict[str, Failure] = field(default_factory=dict)     # confirmed or restored in this batch
     changed_units: set[str] = field(default_factory=set)
@@ -259,6 +263,8 @@ class BatchState:
                       key=lambda p: p.plan_id)
 
     def put_work_order(self, order: WorkOrder) -> None:
+        if self.work_orders.get(order.work_order_id) is None:
+            self.opened.append(order.work_order_id)
         self.work_orders[order.work_order_id] = order
         self.changed_work_orders.add(order.work_order_id)
 
@@ -498,13 +504,21 @@ def on_runtime(batch: BatchState, event: RuntimeAccumulated) -> list[Event]:
     before = batch.runtime.get(event.equipment_id)
     if before is not None and event.period_end <= before.through:
         return []  # an older hour: the totals already count it
-    batch.runtime[event.equipment_id] = RuntimeTotals(event.equipment_id, event.period_end,
-                                                      round(event.total_runtime_s * 1e6), event.total_cycles)
+    fact = RuntimeTotals(event.equipment_id, event.period_end, round(event.total_runtime_s * 1e6), event.total_cycles)
+    batch.runtime[event.equipment_id] = fact
     batch.changed_runtime.add(event.equipment_id)
+    batch.new_runtime_facts.append(fact)
+    batch.history.setdefault(event.equipment_id, []).append(fact)
     derived: list[Event] = []
     for plan in batch.plans_of(event.equipment_id):
-        if plan.kind != "calendar":
-            derived.extend(_dues(batch, plan, event))
+        if plan.kind == "calendar":
+            continue
+        if fact.through <= plan.defined_at:
+            # an hour before the definition, folded after it (execution lagged): the base moves, nothing is due
+            batch.plans[plan.plan_id] = replace(plan, base_runtime_us=fact.runtime_us, base_cycles=fact.cycles)
+            batch.changed_plans.add(plan.plan_id)
+        else:
+            derived.extend(_dues(batch, plan, event, fact))
     return derived
 
 
@@ -523,7 +537,8 @@ def plan_problem(event: MaintenancePlanDefined) -> str | None:
 
 
 def crossed(plan: Plan, clock: datetime | None, totals: RuntimeTotals | None) -> int:
-    """How many thresholds of the plan the unit has crossed: a pure function of its clock and totals."""
+    """How many thresholds of the plan the unit has crossed: a pure function of its clock (calendar) or of
+    its runtime totals at the end of an hour after the definition."""
     if plan.kind == "calendar":
         if clock is None or clock < plan.defined_at:
             return 0
@@ -535,9 +550,12 @@ def crossed(plan: Plan, clock: datetime | None, totals: RuntimeTotals | None) ->
     return max(totals.cycles - plan.base_cycles, 0) // plan.cycles  # type: ignore[operator]
 
 
-def _dues(batch: BatchState, plan: Plan, cause: Event) -> list[Event]:
+def _dues(batch: BatchState, plan: Plan, cause: Event, fact: RuntimeTotals | None = None) -> list[Event]:
+    """Dues of thresholds crossed by the unit's clock (calendar) or by a runtime fact (the hour that
+    crossed them; its end is when they fell due, whenever the plan and the fact were folded)."""
+    plan = batch.plans.get(plan.plan_id) or plan
     unit = batch.units.get(plan.equipment_id)
-    count = crossed(plan, unit.clock if unit else None, batch.runtime.get(plan.equipment_id))
+    count = crossed(plan, unit.clock if unit else None, fact)
     if count <= plan.dues:
         return []
     derived: list[Event] = []
@@ -549,7 +567,7 @@ def _dues(batch: BatchState, plan: Plan, cause: Event) -> list[Event]:
             due_runtime_h = round(plan.base_runtime_us / 3600e6 + index * plan.hours, 6)  # type: ignore[operator]
         else:
             due_cycles = plan.base_cycles + index * plan.cycles  # type: ignore[operator]
-        occurred = due_at or cause.occurred_at
+        occurred = due_at or fact.through  # type: ignore[union-attr]
         due = Due(plan, index, due_at, due_runtime_h, due_cycles, occurred,
                   preventive_order_id(plan.plan_id, plan.revision, index))
         batch.dues.append(due)
@@ -574,14 +592,23 @@ def on_plan_defined(batch: BatchState, event: MaintenancePlanDefined) -> list[Ev
     before = batch.plans.get(event.plan_id)
     if before is not None and event.occurred_at <= before.defined_at:
         return []  # an older (or the same) definition: the latest by event time holds
-    totals = batch.runtime.get(event.equipment_id)
     trigger = event.trigger
+    history = sorted(batch.history.get(event.equipment_id, ()), key=lambda f: f.through)
+    base = None
+    if trigger.kind != "calendar":  # the totals at the definition: the last hour that ended by then
+        base = next((f for f in reversed(history) if f.through <= event.occurred_at), None)
     plan = Plan(event.plan_id, event.equipment_id, event.task, trigger.kind, trigger.interval_s, trigger.hours,
                 trigger.cycles, event.occurred_at, (before.revision + 1) if before else 1,
-                totals.runtime_us if totals else 0, totals.cycles if totals else 0)
+                base.runtime_us if base else 0, base.cycles if base else 0)
     batch.plans[plan.plan_id] = plan
     batch.changed_plans.add(plan.plan_id)
-    return _dues(batch, plan, event)
+    if trigger.kind == "calendar":
+        return _dues(batch, plan, event)
+    derived: list[Event] = []
+    for fact in history:  # hours after the definition that were folded before it (the plan came late)
+        if fact.through > event.occurred_at:
+            derived.extend(_dues(batch, plan, event, fact))
+    return derived
 
 
 # -- work orders -------------------------------------------------------------------------------------
@@ -590,7 +617,9 @@ def on_plan_defined(batch: BatchState, event: MaintenancePlanDefined) -> list[Ev
 def on_work_reported(batch: BatchState, event: MaintenanceWorkReported) -> list[Event]:
     order = batch.work_orders.get(event.work_order_id)
     if order is None:
-        return [refuse(event, event.work_order_id, f"work_order_id {event.work_order_id!r}: no such work order")]
+        # kept: should the order be opened later (its cause folded after this report), the report applies then
+        batch.parked.append(event)
+        return [refuse(event, event.work_order_id, f"work_order_id {event.work_order_id!r}: no such work order (yet)")]
     refused = work_problem(order, event)
     if refused is not None:
         return [refuse(event, event.work_order_id, refused, order.equipment_id)]
@@ -615,6 +644,15 @@ def on_work_reported(batch: BatchState, event: MaintenanceWorkReported) -> list[
     if order.locked_out:
         derived.append(EquipmentReleased(event_id=f"{order.work_order_id}:released", **_envelope(event),
                                          equipment_id=order.equipment_id, work_order_id=order.work_order_id))
+    return derived
+
+
+def apply_parked(batch: BatchState, reports: list[MaintenanceWorkReported]) -> list[Event]:
+    """Reports kept for orders this batch opened, applied in event-time order."""
+    derived: list[Event] = []
+    for report in sorted(reports, key=lambda r: (r.occurred_at, r.event_id)):
+        if batch.work_orders.get(report.work_order_id) is not None:
+            derived.extend(on_work_reported(batch, report))
     return derived
 
 

@@ -35,6 +35,7 @@ from services.maintenance.model import (
     RuntimeTotals,
     UnitState,
     WorkOrder,
+    apply_parked,
 )
 
 REFUSED = Counter("mom_maintenance_inputs_refused_total",
@@ -63,7 +64,9 @@ class MaintenanceProjector:
         await load_plans(conn, batch, units, plan_ids)
         await load_conditions(conn, batch, units)
         await load_work_orders(conn, batch, order_ids)
+        await load_history(conn, batch, [e for e in events if isinstance(e, MaintenancePlanDefined)])
         derived = fold(batch, events)
+        derived.extend(await apply_pending(conn, batch))
         await save(conn, batch)
         for late in batch.late:
             LATE.labels(type(late).__name__).inc()
@@ -129,6 +132,38 @@ async def load_work_orders(conn: AsyncConnection, batch: BatchState, order_ids: 
             batch.work_orders[r.work_order_id] = WorkOrder(
                 r.work_order_id, r.kind, r.equipment_id, r.status, r.opened_at, r.description, r.failure_id, r.plan_id,
                 r.due_index, r.alarm_code, r.reason_code, r.started_at, r.completed_at, r.technician_id, r.locked_out)
+
+
+async def load_history(conn: AsyncConnection, batch: BatchState, plans: list[MaintenancePlanDefined]) -> None:
+    """For plans defined in the batch: their unit's last runtime fact by the definition and every later one."""
+    if not plans:
+        return
+    rows = await conn.execute(text("""
+        SELECT DISTINCT f.equipment_id, f.period_end, f.runtime_us, f.cycles
+        FROM unnest(CAST(:u AS text[]), CAST(:at AS timestamptz[])) AS p(u, at)
+        JOIN LATERAL (
+            (SELECT * FROM runtime_facts WHERE equipment_id = p.u AND period_end <= p.at ORDER BY period_end DESC LIMIT 1)
+            UNION ALL
+            (SELECT * FROM runtime_facts WHERE equipment_id = p.u AND period_end > p.at)) f ON true
+        ORDER BY f.equipment_id, f.period_end"""),
+        {"u": [p.equipment_id for p in plans], "at": [p.occurred_at for p in plans]})
+    for r in rows:
+        batch.history.setdefault(r.equipment_id, []).append(RuntimeTotals(r.equipment_id, r.period_end, r.runtime_us, r.cycles))
+
+
+async def apply_pending(conn: AsyncConnection, batch: BatchState) -> list[Event]:
+    """Reports kept earlier (or in this batch) for the orders this batch opened: applied now, then forgotten."""
+    if not batch.opened:
+        return []
+    opened = set(batch.opened)
+    reports = [r for r in batch.parked if r.work_order_id in opened]
+    batch.parked = [r for r in batch.parked if r.work_order_id not in opened]
+    rows = (await conn.execute(text("""DELETE FROM pending_work_reports WHERE work_order_id = ANY(:ids)
+                                       RETURNING *"""), {"ids": sorted(opened)})).all()
+    reports += [MaintenanceWorkReported(event_id=r.event_id, occurred_at=r.occurred_at, recorded_at=r.recorded_at,
+                                        source=r.source, correlation_id=r.correlation_id, work_order_id=r.work_order_id,
+                                        status=r.status, technician_id=r.technician_id) for r in rows]
+    return apply_parked(batch, reports) if reports else []
 
 
 # -- writing -------------------------------------------------------------------------------------------
@@ -227,6 +262,28 @@ async def save(conn: AsyncConnection, batch: BatchState) -> None:
         await conn.execute(text(_upsert("condition_state", ["equipment_id", "parameter"], CONDITION_COLUMNS)),
                            _columns(rows, list(CONDITION_COLUMNS)))
     await save_downtime(conn, batch.downtime)
+    if batch.new_runtime_facts:
+        facts = batch.new_runtime_facts
+        await conn.execute(
+            text("""INSERT INTO runtime_facts (equipment_id, period_end, runtime_us, cycles)
+                    SELECT * FROM unnest(CAST(:u AS text[]), CAST(:t AS timestamptz[]), CAST(:r AS bigint[]),
+                                         CAST(:c AS bigint[]))
+                    ON CONFLICT DO NOTHING"""),
+            {"u": [f.equipment_id for f in facts], "t": [f.through for f in facts], "r": [f.runtime_us for f in facts],
+             "c": [f.cycles for f in facts]})
+    if batch.parked:
+        reports = batch.parked
+        await conn.execute(
+            text("""INSERT INTO pending_work_reports (event_id, work_order_id, status, technician_id, occurred_at,
+                                                      recorded_at, source, correlation_id)
+                    SELECT * FROM unnest(CAST(:e AS text[]), CAST(:w AS text[]), CAST(:s AS text[]), CAST(:t AS text[]),
+                                         CAST(:o AS timestamptz[]), CAST(:r AS timestamptz[]), CAST(:src AS text[]),
+                                         CAST(:c AS text[]))
+                    ON CONFLICT DO NOTHING"""),
+            {"e": [r.event_id for r in reports], "w": [r.work_order_id for r in reports],
+             "s": [r.status for r in reports], "t": [r.technician_id for r in reports],
+             "o": [r.occurred_at for r in reports], "r": [r.recorded_at for r in reports],
+             "src": [r.source for r in reports], "c": [r.correlation_id for r in reports]})
 
 
 async def save_alarms(conn: AsyncConnection, raised: list[Alarm], cleared: list[Alarm]) -> None:

@@ -344,3 +344,42 @@ def test_dues_are_emitted_exactly_once_whatever_the_batching(hour_runtimes, spli
     for i in range(0, len(runtimes), split):
         dues += [e.due_index for e in fold(batch, runtimes[i:i + split]) if isinstance(e, PreventiveMaintenanceDue)]
     assert dues == list(range(1, total // 3600 + 1))
+
+
+# -- independence of how topics interleave ---------------------------------------------------------
+
+
+def test_a_plan_folded_after_the_hours_that_follow_its_definition_falls_due_alike():
+    # Given a runtime plan defined at 01:30 and hours that end at 01:00, 02:00 and 03:00
+    hours = [runtime(0, 10.0), runtime(1, 11.0), runtime(2, 12.0)]
+    definition = plan("runtime_hours", when="01:30", hours=2.0)
+    # When the plan is folded first, or after the hours (execution's topic ran ahead of the plan topic)
+    in_order = model.BatchState()
+    first = fold(in_order, [hours[0], definition, *hours[1:]])
+    late = model.BatchState(history={PRESS: []})
+    fold(late, hours)
+    second = fold(late, [definition])
+    # Then the same due falls due at the same instant, with the same base
+    assert [(e.event_id, e.occurred_at, e.due_runtime_h) for e in first if isinstance(e, PreventiveMaintenanceDue)] == [
+        ("MP-PRESS07-LUBE:r1:due:1", at("03:00"), 12.0)]
+    assert [(e.event_id, e.occurred_at, e.due_runtime_h) for e in second if isinstance(e, PreventiveMaintenanceDue)] == [
+        ("MP-PRESS07-LUBE:r1:due:1", at("03:00"), 12.0)]
+    assert in_order.plans == late.plans
+
+
+def test_an_hour_before_the_definition_folded_after_it_moves_the_base():
+    batch = model.BatchState()
+    fold(batch, [plan("runtime_hours", when="01:30", hours=2.0), runtime(0, 10.0)])
+    assert batch.plans["MP-PRESS07-LUBE"].base_runtime_us == 10 * 3600 * 10**6
+    assert fold(batch, [runtime(1, 11.0)]) == []
+
+
+def test_a_report_folded_before_its_order_opens_is_kept_and_applied_when_it_opens():
+    batch = model.BatchState()
+    order_id = model.corrective_order_id(PRESS, at("07:00"))
+    [refused] = fold(batch, [work(order_id, "STARTED", "07:35")])
+    assert isinstance(refused, MaintenanceInputRefused) and [r.work_order_id for r in batch.parked] == [order_id]
+    fold(batch, [state("06:00", "RUNNING"), state("07:00", "DOWN", "E-HYD-12"), state("07:30", "RUNNING")])
+    assert batch.opened == [order_id]
+    assert model.apply_parked(batch, batch.parked) == []
+    assert batch.work_orders[order_id].status == "IN_PROGRESS" and batch.work_orders[order_id].started_at == at("07:35")
