@@ -162,7 +162,7 @@ class UnitRun:
         self.to_blocked = self._draw_rate(unit.blocked.per_hour)
         self.to_starved = self._draw_rate(unit.starved.per_hour)
         self.to_scrap = self._draw_rate(unit.scrap_reports_per_hour)
-        self.drift_origin = windows[0].start if windows else 0
+        self.drift_origin = sim.facts.shifts[0][1]  # process means drift from the start of the day's first shift
 
     # random draws, in microseconds of running time -----------------------------------------------
     def _draw_rate(self, per_hour: float) -> float:
