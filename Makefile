@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test test-unit bench lint up down status clean
+.PHONY: demo test test-unit bench lint deploy-check up down status clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) -m services.common.compat
 	$(PY) -m services.common.catalogue_doc --check
+
+## deploy-check: helm lint + template (default and all-options values) validated strictly, promtool on the alerts
+## (installs helm with go install into ~/.cache/mom on first use, promtool with apt-get when missing)
+deploy-check: $(STAMP)
+	$(PY) deploy/helm/generate_topics.py --check
+	$(PY) -m pytest -q -p no:cacheprovider tests/deploy
 
 up: $(STAMP)
 	$(VENV)/bin/mom up
