@@ -164,3 +164,23 @@ def test_analyst_writes_nothing(catalog: dict, as_role) -> None:
         if not _refused(conn, sql.SQL("CREATE TABLE {} (x int)").format(_qualified(schema, "analyst_probe"))):
             allowed.append(f"CREATE TABLE in {schema}")
     assert not allowed, f"{ANALYST_ROLE} was allowed: {allowed}"
+
+
+def test_the_plant_dashboard_queries_run_as_the_analyst(catalog: dict, as_role) -> None:
+    """Every SQL query of deploy/grafana/dashboards/mom-plant.json, with Grafana's macros expanded."""
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "deploy/grafana/dashboards/mom-plant.json").read_text())
+    queries = [t["rawSql"] for p in dashboard["panels"] for t in p["targets"]]
+    queries += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    assert len(queries) >= 4
+    conn = as_role(ANALYST_ROLE)
+    for query in queries:
+        expanded = re.sub(r"\$__timeFilter\((\w+(?:\.\w+)?)\)",
+                          r"\1 BETWEEN '2026-01-01T00:00:00Z' AND '2026-12-31T00:00:00Z'", query)
+        expanded = expanded.replace("${line:sqlstring}", "'acme.berlin.assembly.line1'")
+        assert "$" not in expanded, expanded
+        with conn.transaction():
+            conn.execute(expanded).fetchall()
