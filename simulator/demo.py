@@ -48,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     services = available_services()
     projecting = tuple(s for s in services if s != "ingest")
     print(f"starting the stack and the services {', '.join(services)} (first run resolves Kafka from Maven) ...")
-    status = localstack.up(config, services=services, after_infra=prepare)
-    print(f"up in {time.monotonic() - demo_started:.1f} s: Kafka {status['kafka']['bootstrap']}, "
-          f"PostgreSQL {status['database']['url']}, ingest {status['ingest']['url']}")
     try:
+        status = localstack.up(config, services=services, after_infra=prepare)
+        print(f"up in {time.monotonic() - demo_started:.1f} s: Kafka {status['kafka']['bootstrap']}, "
+              f"PostgreSQL {status['database']['url']}, ingest {status['ingest']['url']}")
         model = plant.load(args.plant)
         started = time.monotonic()
         sim = engine.simulate(model, seed=args.seed)
@@ -72,9 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         data = collect(query, url=status["database"]["analyst_url"])
         print("\n" + render(data, query))
         print(_truth_lines(sim))
-        hourly = {**data, "lines_by_hour": data["lines_by_hour"]}
         path = Path(args.html) if args.html else config.state_dir / "demo-report.html"
-        report_html.write(hourly, path, title=f"{model.name}: shift report")
+        report_html.write(data, path, title=f"{model.name}: shift report")
         print(f"\nHTML report (charts: OEE by hour and line, downtime Pareto, a control chart): {path.resolve()}")
     finally:
         if not was_running:
