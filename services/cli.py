@@ -158,7 +158,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     if args.service == "ingest-bridge":  # MQTT and OPC UA bridges (docs/connectivity.md)
-        os.execv(sys.executable, [sys.executable, "-m", "services.ingest.bridge"])
+        os.execv(sys.executable, [sys.executable, "-m", "services.ingest.bridge_main"])
     if args.service not in available_services():
         print(f"mom run: unknown service {args.service!r} (known: {', '.join(available_services())})", file=sys.stderr)
         return 2

@@ -3,7 +3,7 @@
     readings --Mapper--> canonical JSON --append+fsync--> DiskBuffer --forwarder--> Sink (ingest's
     translator, codec, producer) --> Kafka; the buffer's offset is committed once Kafka acknowledged.
 
-`python -m services.ingest.bridge` (`mom run ingest-bridge`) runs the configured bridges as a process
+`python -m services.ingest.bridge_main` (`mom run ingest-bridge`) runs the configured bridges as a process
 of their own, with /healthz, /readyz and /metrics; `attach(app)` runs them inside the ingest process
 (`MOM_INGEST_BRIDGE_IN_PROCESS=1`). `run_plant_bridge` is for a demo: one bridge for one plant.
 """
@@ -345,13 +345,14 @@ async def _serve(settings: BridgeSettings) -> None:
 def main() -> None:
     from services.common import logging as mom_logging
 
-    settings = BridgeSettings.from_env()
+    try:
+        settings = BridgeSettings.from_env()
+        if settings.config_path is not None:
+            load_config(settings.config_path)  # refuse a bad file before connecting to anything
+    except (SettingsError, ConfigError) as exc:
+        raise SystemExit(f"mom run ingest-bridge: {exc}") from None
     mom_logging.configure("ingest-bridge", os.environ.get("MOM_LOG_LEVEL", "INFO").upper())
     if not settings.enabled:
         raise SystemExit("mom run ingest-bridge: set MOM_INGEST_MQTT_URL and/or MOM_INGEST_OPCUA_URL "
                          "(and MOM_INGEST_BRIDGE_CONFIG); see docs/connectivity.md")
     asyncio.run(_serve(settings))
-
-
-if __name__ == "__main__":
-    main()
