@@ -96,9 +96,11 @@ def to_ingest(events: Sequence[dict], url: str, token: str, *, batch: int = DEFA
 
 
 def to_kafka(events: Sequence[dict], bootstrap: str, registry_url: str = "", *, batch: int = DEFAULT_BATCH,
-             rate: float = 0.0, source: str = "simulator",
+             rate: float = 0.0, source: str = "simulator", barriers: frozenset[str] | set[str] = frozenset(),
+             barrier: Callable[[], object] | None = None, pause_s: float = 1.0,
              progress: Callable[[int, int], None] | None = None) -> Sent:
-    """Produce canonical events straight to the input topics (what ingest would have written)."""
+    """Produce canonical events straight to the input topics (what ingest would have written); at a
+    barrier event, what was produced is flushed first and `barrier()` (or a pause) is awaited."""
     from services.common.avro import codec_for
     from services.common.catalogue import Catalogue
     from services.common.kafka import producer
@@ -111,8 +113,13 @@ def to_kafka(events: Sequence[dict], bootstrap: str, registry_url: str = "", *, 
     codec = codec_for(catalogue, registry_url, REPO_ROOT / "schemas")
     produce = producer(KafkaSettings(bootstrap=bootstrap))
     sent, pacer, started = Sent(), _Pacer(rate), time.monotonic()
-    for first in range(0, len(events), batch):
-        chunk = events[first:first + batch]
+    for first, chunk in requests(events, batch, barriers):
+        if first and chunk[0]["event_id"] in barriers:
+            produce.flush(60)
+            if barrier is not None:
+                barrier()
+            else:
+                time.sleep(pause_s)
         now = datetime.now(UTC)
         for outcome in translator.translate_all(chunk, now=now, client=source):
             if not isinstance(outcome, Accepted):

@@ -32,20 +32,54 @@ ELEMENTS = ("pot", "pdot", "pbt", "apt", "asut", "adet", "adot", "aupt", "aubt",
 
 
 @pytest.fixture(scope="module")
-def shift(stack: localstack.StackConfig) -> Iterator[dict]:
+def running(stack: localstack.StackConfig) -> Iterator[dict]:
+    status = localstack.up(stack, services=SERVICES, after_infra=prepare)
+    yield status
+    localstack.stop_services(stack, PROJECTING)
+
+
+@pytest.fixture(scope="module")
+def shift(running: dict) -> dict:
     """Given the small plant's shift, simulated with a fresh tag and sent through ingest; when every
     running service has caught up."""
-    status = localstack.up(stack, services=SERVICES, after_infra=prepare)
-    try:
-        sim = engine.simulate(plant.load(SMALL), seed=11, tag=uuid.uuid4().hex[:8])
-        sent = send.to_ingest(sim.events, status["ingest"]["url"], status["ingest"]["token"], batch=500,
-                              barriers=sim.barriers,
-                              barrier=lambda: wait_caught_up(status, PROJECTING, quiet_polls=1, interval_s=0.05))
-        assert sent.refused == 0, sent.refusals[:5]
-        wait_caught_up(status, PROJECTING)
-        yield {"status": status, "sim": sim}
-    finally:
-        localstack.stop_services(stack, PROJECTING)
+    sim = engine.simulate(plant.load(SMALL), seed=11, tag=uuid.uuid4().hex[:8])
+    sent = send.to_ingest(sim.events, running["ingest"]["url"], running["ingest"]["token"], batch=500,
+                          barriers=sim.barriers,
+                          barrier=lambda: wait_caught_up(running, PROJECTING, quiet_polls=1, interval_s=0.05))
+    assert sent.refused == 0, sent.refusals[:5]
+    wait_caught_up(running, PROJECTING)
+    return {"status": running, "sim": sim}
+
+
+def shift_rows(status: dict, sim: engine.Simulation) -> dict[tuple[str, str], dict]:
+    columns = ", ".join(f"{e}_s" for e in ELEMENTS)
+    with psycopg.connect(status["database"]["analyst_url"], autocommit=True) as conn:
+        rows = conn.execute(f"""SELECT equipment_id, shift_id, version, {columns}, pq, gq, sq, rq, unrated
+                                FROM kpi.oee WHERE period = 'shift' AND equipment_id = ANY(%s)""",
+                            (sorted(sim.facts.states),)).fetchall()
+    names = ["version", *ELEMENTS, "pq", "gq", "sq", "rq", "unrated"]
+    return {(r[0], r[1]): dict(zip(names, r[2:], strict=True)) for r in rows}
+
+
+def mismatches(status: dict, sim: engine.Simulation) -> list[str]:
+    """Every difference between kpi.oee and the ground truth, per unit and shift."""
+    expected = {(e.equipment_id, e.label): e for e in truth.shift_truth(sim)}
+    rows = shift_rows(status, sim)
+    if set(rows) != set(expected):
+        return [f"rows for {sorted(rows)}, expected {sorted(expected)}"]
+    found = []
+    for key, got in rows.items():
+        want = expected[key]
+        if got["version"] < 1 or got["unrated"]:
+            found.append(f"{key}: version {got['version']}, unrated {got['unrated']}")
+        for element in ELEMENTS:
+            if micros(got[element]) != getattr(want, element):
+                found.append(f"{key[0]} {element}: kpi.oee {got[element]} s, truth "
+                             f"{Decimal(getattr(want, element)) / 1_000_000} s")
+        for quantity in ("pq", "gq", "sq", "rq"):
+            if got[quantity] != getattr(want, quantity):
+                found.append(f"{key[0]} {quantity}: kpi.oee {got[quantity]}, truth {getattr(want, quantity)}")
+    return found
 
 
 def micros(seconds: Decimal) -> int:
@@ -55,27 +89,8 @@ def micros(seconds: Decimal) -> int:
 
 
 def test_every_time_element_and_count_per_unit_and_shift_equals_the_ground_truth(shift):
-    expected = {(e.equipment_id, e.label): e for e in truth.shift_truth(shift["sim"])}
-    units = sorted({unit for unit, _ in expected})
-    columns = ", ".join(f"{e}_s" for e in ELEMENTS)
-    with psycopg.connect(shift["status"]["database"]["analyst_url"], autocommit=True) as conn:
-        rows = conn.execute(f"""SELECT equipment_id, shift_id, version, {columns}, pq, gq, sq, rq, unrated
-                                FROM kpi.oee WHERE period = 'shift' AND equipment_id = ANY(%s)""", (units,)).fetchall()
-    assert {(r[0], r[1]) for r in rows} == set(expected)
-    mismatches = []
-    for equipment_id, shift_id, version, *values in rows:
-        want = expected[(equipment_id, shift_id)]
-        assert version >= 1, f"{equipment_id} {shift_id} is not closed"
-        got = dict(zip([*ELEMENTS, "pq", "gq", "sq", "rq", "unrated"], values, strict=True))
-        assert got["unrated"] == 0
-        for element in ELEMENTS:
-            if micros(got[element]) != getattr(want, element):
-                mismatches.append(f"{equipment_id} {element}: kpi.oee {got[element]} s, truth "
-                                  f"{Decimal(getattr(want, element)) / 1_000_000} s")
-        for quantity in ("pq", "gq", "sq", "rq"):
-            if got[quantity] != getattr(want, quantity):
-                mismatches.append(f"{equipment_id} {quantity}: kpi.oee {got[quantity]}, truth {getattr(want, quantity)}")
-    assert not mismatches, "\n".join(mismatches)
+    found = mismatches(shift["status"], shift["sim"])
+    assert not found, "\n".join(found)
 
 
 def test_the_shift_exercised_every_element(shift):
@@ -97,3 +112,15 @@ def test_on_hand_equals_the_simulated_material_balance(shift):
     assert set(on_hand) == set(expected)
     for key, quantity in expected.items():
         assert on_hand[key] == pytest.approx(quantity, abs=1e-6), key
+
+
+def test_the_same_shift_straight_to_kafka_gives_the_same_exact_figures(running):
+    """The load-test path: canonical events produced with the project codec, no HTTP."""
+    sim = engine.simulate(plant.load(SMALL), seed=12, tag=uuid.uuid4().hex[:8])
+    sent = send.to_kafka(sim.events, running["kafka"]["bootstrap"], running["registry"]["url"] or "",
+                         barriers=sim.barriers,
+                         barrier=lambda: wait_caught_up(running, PROJECTING, quiet_polls=1, interval_s=0.05))
+    assert (sent.accepted, sent.refused) == (len(sim.events), 0)
+    wait_caught_up(running, PROJECTING)
+    found = mismatches(running, sim)
+    assert not found, "\n".join(found)
