@@ -187,3 +187,27 @@ def write(data: dict, path: str | Path, title: str = "MOM report") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(data, title))
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m services.report_html OUT.html [--scope ID] [--period P] [--from T] [--to T]`: the
+    HTML page from a running system (the same query as `mom report`)."""
+    import argparse
+
+    from services.report import ReportQuery, instant, report
+
+    parser = argparse.ArgumentParser(prog="python -m services.report_html", description=main.__doc__)
+    parser.add_argument("out")
+    parser.add_argument("--scope")
+    parser.add_argument("--period", choices=("hour", "shift", "day"), default="shift")
+    parser.add_argument("--from", dest="start")
+    parser.add_argument("--to", dest="end")
+    args = parser.parse_args(argv)
+    query = ReportQuery(scope=args.scope, period=args.period, start=args.start and instant(args.start),
+                        end=args.end and instant(args.end))
+    print(write(report(query), args.out).resolve())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
