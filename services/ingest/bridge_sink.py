@@ -70,7 +70,7 @@ class DirectSink:
         input_types = [event for topic in catalogue.written_by(SERVICE) for event in topic.events
                        if event != REJECTED_EVENT]
         translator = Translator(catalogue.schemas, input_types, max_future_s=settings.max_future_s,
-                                time_zones=_time_zones())
+                                time_zones=_time_zones(), max_string_length=settings.max_string_length)
         ingest = Ingest(settings, catalogue, codec, producer or kafka.producer(common.kafka), translator)
         return cls(ingest, client, owned=True)
 
