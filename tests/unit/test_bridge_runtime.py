@@ -109,3 +109,21 @@ def test_settings_name_the_variable():
     settings = BridgeSettings.from_env({**env, "MOM_INGEST_BRIDGE_CONFIG": "plant.yaml", "MOM_INGEST_BUFFER_MAX_EVENTS": "10"})
     assert settings.enabled and settings.buffer_max_events == 10 and str(settings.buffer_dir) == "/tmp/x"
     assert not BridgeSettings.from_env({}).enabled
+
+
+def test_attach_runs_the_bridges_only_when_configured(tmp_path):
+    from aiohttp import web
+
+    from services.ingest.bridge import attach
+
+    app = web.Application()
+    attach(app, BridgeSettings.from_env({}))
+    assert len(app.cleanup_ctx) == 0
+    config = tmp_path / "plant.yaml"
+    config.write_text("tags: {state: {kind: state}}\n")
+    env = {"MOM_INGEST_MQTT_URL": "mqtt://127.0.0.1:1883", "MOM_INGEST_BRIDGE_CONFIG": str(config),
+           "MOM_INGEST_BUFFER_DIR": str(tmp_path / "buffer")}
+    attach(app, BridgeSettings.from_env(env))
+    assert len(app.cleanup_ctx) == 0  # configured, but not asked to run inside ingest
+    attach(app, BridgeSettings.from_env({**env, "MOM_INGEST_BRIDGE_IN_PROCESS": "1"}))
+    assert len(app.cleanup_ctx) == 1
