@@ -26,7 +26,7 @@ from prometheus_client import Counter, Gauge
 
 from services.common.settings import REPO_ROOT, SettingsError, env_float, env_int
 from services.ingest.bridge_config import BridgeConfig, ConfigError, parse
-from services.ingest.bridge_mapping import Mapper, Reading
+from services.ingest.bridge_mapping import Mapper, Outage, Reading
 from services.ingest.bridge_sink import DirectSink, HttpSink, Sink
 from services.ingest.buffer import DiskBuffer
 
@@ -135,10 +135,11 @@ class BridgeRuntime:
         self.delivered = 0
         self.last_error: str | None = None
 
-    def ingest(self, readings: list[Reading], extra: list[dict[str, Any]] | None = None) -> int:
-        """Map readings (plus ready-made events) and append them to the buffer; returns the events kept."""
+    def ingest(self, readings: list[Reading | Outage]) -> int:
+        """Map readings and outages, in order, and append their events to the buffer with one fsync;
+        returns the events kept."""
         with self._lock:
-            items = list(extra or ())
+            items = []
             for reading in readings:
                 items.extend(self.mapper.map(reading))
             if not items:
@@ -154,9 +155,7 @@ class BridgeRuntime:
         return len(items) - dropped
 
     def offline(self, origin: str, equipment_ids: list[str], timestamp_ms: int, cause: str, reason: str) -> int:
-        with self._lock:
-            events = [self.mapper.offline(origin, e, timestamp_ms, cause, reason) for e in equipment_ids]
-        return self.ingest([], events)
+        return self.ingest([Outage(origin, e, timestamp_ms, cause, reason) for e in equipment_ids])
 
     def _save_state(self) -> None:
         tmp = self._state_path.with_suffix(".tmp")
@@ -180,7 +179,8 @@ class BridgeRuntime:
             if not items:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                    async with asyncio.timeout(1.0):  # not wait_for: its inner task can swallow a cancel
+                        await self._wake.wait()
                 continue
             result = await self.sink.submit(items)
             if not result.delivered:

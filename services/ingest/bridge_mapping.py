@@ -47,6 +47,16 @@ class Reading:
     reason_code: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """A unit went offline (a death certificate): becomes MachineStateChanged OFFLINE; `cause` makes the id."""
+    origin: str
+    equipment_id: str
+    timestamp_ms: int
+    cause: str
+    reason_code: str
+
+
 def _value_text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -77,8 +87,11 @@ class Mapper:
     def restore(self, state: Mapping[str, Any]) -> None:
         self._last = dict(state)
 
-    def map(self, reading: Reading) -> list[dict[str, Any]]:
+    def map(self, reading: Reading | Outage) -> list[dict[str, Any]]:
         """The events of one reading: none (unmapped tag, unchanged state, first counter value) or one."""
+        if isinstance(reading, Outage):
+            return [self.offline(reading.origin, reading.equipment_id, reading.timestamp_ms, reading.cause,
+                                 reading.reason_code)]
         rule = self.rule(reading.equipment_id, reading.tag)
         if rule is None:
             return []

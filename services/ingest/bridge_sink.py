@@ -10,6 +10,7 @@ Both answer a `SinkResult`; a batch with any `failed` item is not delivered and 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -71,7 +72,8 @@ class DirectSink:
                        if event != REJECTED_EVENT]
         translator = Translator(catalogue.schemas, input_types, max_future_s=settings.max_future_s,
                                 time_zones=_time_zones(), max_string_length=settings.max_string_length)
-        ingest = Ingest(settings, catalogue, codec, producer or kafka.producer(common.kafka), translator)
+        producer = producer or kafka.producer(common.kafka, logger=logging.getLogger("services.ingest.bridge.kafka"))
+        ingest = Ingest(settings, catalogue, codec, producer, translator)
         return cls(ingest, client, owned=True)
 
     @staticmethod

@@ -4,6 +4,9 @@ paho-mqtt runs the connection on its own thread with a persistent session (clean
 fixed client id, QoS 1 subscriptions) and manual acknowledgements: a message is acknowledged only
 after its events are fsync'd in the disk buffer, so the broker keeps (and redelivers) what a stopped
 or crashed bridge had not yet stored. paho reconnects by itself; the session's subscriptions survive.
+A worker thread takes the messages that arrived meanwhile as one batch: their events are appended
+with one fsync, then all of them are acknowledged (a group commit, so a busy broker does not wait
+for one fsync per message).
 
 Plain JSON: a topic is `<equipment topic>/<tag>` (e.g. `acme/berlin/assembly/line1/press07/state`).
 The equipment is the configured unit with that `mqtt_topic`, else the topic's levels joined with dots.
@@ -13,7 +16,9 @@ milliseconds) and `reason_code`.
 from __future__ import annotations
 
 import logging
+import queue
 import re
+import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,7 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from services.ingest import sparkplug
 from services.ingest.bridge import CONNECTED, MESSAGES, REBIRTHS, BridgeRuntime
 from services.ingest.bridge_config import BridgeConfig, Equipment
-from services.ingest.bridge_mapping import Reading
+from services.ingest.bridge_mapping import Outage, Reading
 from services.ingest.translators import parse_timestamp
 
 log = logging.getLogger(__name__)
@@ -82,12 +87,17 @@ class MqttBridge:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self._inbox: queue.Queue[paho.MQTTMessage | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._work, name="mqtt-bridge-worker", daemon=True)
 
     def start(self) -> None:
+        self._worker.start()
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
 
     def stop(self) -> None:
+        self._inbox.put(None)      # what arrived before is stored and acknowledged; later ones are redelivered
+        self._worker.join(timeout=30)
         self.client.disconnect()
         self.client.loop_stop()
         CONNECTED.labels(bridge="mqtt").set(0)
@@ -112,18 +122,50 @@ class MqttBridge:
         CONNECTED.labels(bridge="mqtt").set(0)
         log.info("MQTT disconnected", extra={"fields": {"reason": str(reason)}})
 
-    def _on_message(self, client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+    def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+        self._inbox.put(message)
+
+    def _work(self) -> None:
+        while True:
+            first = self._inbox.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < 1000:
+                try:
+                    message = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if message is None:
+                    stop = True
+                    break
+                batch.append(message)
+            self.handle(batch)
+            if stop:
+                return
+
+    def handle(self, messages: list[paho.MQTTMessage]) -> None:
+        """Map a batch of messages, store their events with one fsync, then acknowledge them all."""
+        inputs: list[Reading | Outage] = []
+        for message in messages:
+            try:
+                if message.topic.startswith(sparkplug.NAMESPACE + "/"):
+                    inputs.extend(self._sparkplug(message.topic, message.payload))
+                else:
+                    inputs.extend(self._json(message.topic, message.payload))
+            except Exception:  # noqa: BLE001 - one bad message never stops the bridge
+                MESSAGES.labels(bridge="mqtt", outcome="invalid").inc()
+                log.exception("MQTT message not handled", extra={"fields": {"topic": message.topic}})
         try:
-            if message.topic.startswith(sparkplug.NAMESPACE + "/"):
-                self._sparkplug(message.topic, message.payload)
-            else:
-                self._json(message.topic, message.payload)
-        except Exception:  # noqa: BLE001 - one bad message never stops the bridge
-            MESSAGES.labels(bridge="mqtt", outcome="invalid").inc()
-            log.exception("MQTT message not handled", extra={"fields": {"topic": message.topic}})
-        # acknowledged once its events are on disk (or it was judged unusable)
-        if message.qos > 0:
-            client.ack(message.mid, message.qos)
+            if inputs:
+                self.runtime.ingest(inputs)
+        except Exception:  # noqa: BLE001 - not stored: not acknowledged, so the broker delivers them again
+            log.exception("bridge could not store messages; they stay unacknowledged")
+            return
+        for message in messages:  # acknowledged once their events are on disk (or they were judged unusable)
+            if message.qos > 0:
+                self.client.ack(message.mid, message.qos)
 
     # Plain JSON -------------------------------------------------------------------------------
 
@@ -135,19 +177,19 @@ class MqttBridge:
         unit: Equipment | None = self._by_topic.get(prefix)
         return (unit.equipment_id if unit else equipment_id_from(levels[:-1])), tag
 
-    def _json(self, topic: str, payload: bytes) -> None:
+    def _json(self, topic: str, payload: bytes) -> list[Reading | Outage]:
         target = self.equipment_for_topic(topic)
         if target is None or self.runtime.mapper.rule(*target) is None:
             MESSAGES.labels(bridge="mqtt", outcome="ignored").inc()
-            return
+            return []
         try:
             value, timestamp, reason = parse_json_payload(payload, _now_ms())
         except ValueError as exc:
             MESSAGES.labels(bridge="mqtt", outcome="invalid").inc()
             log.warning("MQTT JSON message refused", extra={"fields": {"topic": topic, "error": str(exc)}})
-            return
-        self.runtime.ingest([Reading("mqtt", target[0], target[1], value, timestamp, reason)])
+            return []
         MESSAGES.labels(bridge="mqtt", outcome="mapped").inc()
+        return [Reading("mqtt", target[0], target[1], value, timestamp, reason)]
 
     # Sparkplug B ------------------------------------------------------------------------------
 
@@ -157,22 +199,21 @@ class MqttBridge:
             return unit.equipment_id
         return equipment_id_from([group, node, *([device] if device else [])])
 
-    def _sparkplug(self, topic_text: str, payload: bytes) -> None:
+    def _sparkplug(self, topic_text: str, payload: bytes) -> list[Reading | Outage]:
         try:
             topic = sparkplug.parse_topic(topic_text)
             data = sparkplug.decode(payload) if topic.message_type != "STATE" else sparkplug.Payload()
         except sparkplug.SparkplugError as exc:
             MESSAGES.labels(bridge="sparkplug", outcome="invalid").inc()
             log.warning("Sparkplug message refused", extra={"fields": {"topic": topic_text, "error": str(exc)}})
-            return
+            return []
         now = _now_ms()
         outcome = self.host_state.handle(topic, data, now)
         for problem in outcome.problems:
             log.warning("Sparkplug: %s", problem)
-        readings = [Reading("sparkplug", self.equipment_for_device(u.group, u.node, u.device), u.name, u.value,
-                            u.timestamp_ms) for u in outcome.updates]
-        if readings:
-            self.runtime.ingest(readings)
+        inputs: list[Reading | Outage] = [
+            Reading("sparkplug", self.equipment_for_device(u.group, u.node, u.device), u.name, u.value, u.timestamp_ms)
+            for u in outcome.updates]
         for dead in outcome.offline:
             if dead.device is not None:
                 units = [self.equipment_for_device(dead.group, dead.node, dead.device)]
@@ -182,9 +223,10 @@ class MqttBridge:
                 devices = devices or {None}
                 units = sorted({self.equipment_for_device(dead.group, dead.node, d) for d in devices})
                 cause, reason = f"ndeath-bd{dead.bd_seq}", "NDEATH"
-            self.runtime.offline("sparkplug", units, dead.timestamp_ms, cause, reason)
+            inputs.extend(Outage("sparkplug", unit, dead.timestamp_ms, cause, reason) for unit in units)
         if outcome.rebirth is not None:
             request_topic, request = sparkplug.rebirth_request(*outcome.rebirth, now)
             self.client.publish(request_topic, request, qos=0)
             REBIRTHS.inc()
         MESSAGES.labels(bridge="sparkplug", outcome="mapped" if outcome.updates or outcome.offline else "ignored").inc()
+        return inputs

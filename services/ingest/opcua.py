@@ -24,8 +24,11 @@ log = logging.getLogger(__name__)
 
 
 class _Handler:
+    """Collects the notifications of one publish response and stores them with one fsync, after the last."""
+
     def __init__(self, bridge: OpcUaBridge) -> None:
         self.bridge = bridge
+        self._pending: list[Reading] = []
 
     def datachange_notification(self, node: Any, value: Any, data: Any) -> None:
         target = self.bridge.targets.get(node.nodeid.to_string())
@@ -36,12 +39,18 @@ class _Handler:
         timestamp_ms = int(stamp.timestamp() * 1000) if stamp is not None else time.time_ns() // 1_000_000
         if isinstance(value, ua.LocalizedText):
             value = value.Text
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(Reading("opcua", target[0], target[1], value, timestamp_ms))
+        MESSAGES.labels(bridge="opcua", outcome="mapped").inc()
+
+    def _flush(self) -> None:
+        readings, self._pending = self._pending, []
         try:
-            self.bridge.runtime.ingest([Reading("opcua", target[0], target[1], value, timestamp_ms)])
-            MESSAGES.labels(bridge="opcua", outcome="mapped").inc()
-        except Exception:  # noqa: BLE001 - one bad value never stops the bridge
-            MESSAGES.labels(bridge="opcua", outcome="invalid").inc()
-            log.exception("OPC UA value not handled", extra={"fields": {"node": node.nodeid.to_string()}})
+            self.bridge.runtime.ingest(readings)
+        except Exception:  # noqa: BLE001 - one bad batch never stops the bridge
+            MESSAGES.labels(bridge="opcua", outcome="invalid").inc(len(readings))
+            log.exception("OPC UA values not stored", extra={"fields": {"values": len(readings)}})
 
     def status_change_notification(self, status: Any) -> None:
         log.warning("OPC UA subscription status changed", extra={"fields": {"status": str(status)}})
