@@ -127,3 +127,34 @@ def test_attach_runs_the_bridges_only_when_configured(tmp_path):
     assert len(app.cleanup_ctx) == 0  # configured, but not asked to run inside ingest
     attach(app, BridgeSettings.from_env({**env, "MOM_INGEST_BRIDGE_IN_PROCESS": "1"}))
     assert len(app.cleanup_ctx) == 1
+
+
+def _message(mid: int, topic: str, payload: bytes):
+    import paho.mqtt.client as paho
+
+    message = paho.MQTTMessage(mid, topic.encode())
+    message.payload, message.qos = payload, 1
+    return message
+
+
+def test_mqtt_messages_are_acknowledged_only_once_stored(tmp_path):
+    from services.ingest.mqtt import MqttBridge
+
+    class Client:
+        def __init__(self):
+            self.acked = []
+
+        def ack(self, mid, qos):
+            self.acked.append(mid)
+
+    runtime = BridgeRuntime(CONFIG, DiskBuffer(tmp_path), FlakySink(failures=0))
+    bridge = MqttBridge("mqtt://127.0.0.1:1883", CONFIG, runtime)
+    bridge.client = Client()
+    bridge.handle([_message(1, "acme/line1/press07/state", b'"RUNNING"'),
+                   _message(2, "acme/line1/press07/state", b"{not json"),     # refused, still acknowledged
+                   _message(3, "acme/line1/press07/unmapped", b"1")])
+    assert bridge.client.acked == [1, 2, 3] and runtime.buffer.pending == 1
+    runtime.buffer.close()  # storing now fails: nothing is acknowledged, the broker will deliver again
+    runtime.buffer.append = None
+    bridge.handle([_message(4, "acme/line1/press07/state", b'"DOWN"')])
+    assert bridge.client.acked == [1, 2, 3]
