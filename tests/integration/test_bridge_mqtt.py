@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -27,6 +24,7 @@ from services.common import localstack
 from services.common.settings import Settings
 from services.ingest import sparkplug as sp
 from services.ingest.bridge import Bridges, BridgeSettings
+from services.ingest.bridge_broker import Mosquitto
 from services.ingest.bridge_config import parse
 from services.ingest.bridge_sink import DirectSink
 from services.ingest.settings import IngestSettings
@@ -36,52 +34,12 @@ pytestmark = pytest.mark.integration
 T0 = int(time.time() * 1000) - 3_600_000   # an hour ago: inside ingest's clock-skew window
 
 
-def _mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto")
-                                               if Path(p).exists()), None)
-    if found:
-        return found
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "mosquitto"]
-    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=True)
-        subprocess.run(install, env=env, capture_output=True, check=True)
-    return shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture(scope="module")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Mosquitto broker on a private port; its URL. Stopped at the end of the module."""
-    binary = _mosquitto_binary()
+    """A real Mosquitto broker on a private port (installed with apt-get when missing); its URL."""
     port = int(os.environ.get("MOM_TEST_MQTT_PORT", "28883"))
-    assert not _port_open(port), f"port {port} is taken: set MOM_TEST_MQTT_PORT"
-    folder = tmp_path_factory.mktemp("mosquitto")
-    conf = folder / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    f"max_queued_messages 100000\nlog_dest file {folder / 'mosquitto.log'}\n"
-                    "log_type error\nlog_type warning\n")
-    process = subprocess.Popen([binary, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not _port_open(port):
-        assert process.poll() is None, f"mosquitto exited: {(folder / 'mosquitto.log').read_text()}"
-        assert time.monotonic() < deadline, "mosquitto did not listen within 10 s"
-        time.sleep(0.05)
-    try:
-        yield f"mqtt://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with Mosquitto(port, tmp_path_factory.mktemp("mosquitto")) as broker:
+        yield broker.url
 
 
 def _sink(prepared, ack_timeout_s: float = 3.0) -> DirectSink:
