@@ -3,11 +3,19 @@
 Publishing is at least once (a crash between the broker's acknowledgement and the delete publishes
 again); consumers drop the second copy by its deterministic event_id. One relay per service schema
 publishes at a time (an advisory lock), so events of one key keep their order.
+
+Fault injection for the chaos test (docs/chaos.md): when MOM_FAULT_KILL_AFTER_COMMIT is set to a
+probability p (0 < p <= 1), the process SIGKILLs itself with probability p each time the loop reports
+a commit that added outbox rows, i.e. after the database commit and before the relay publishes them.
+Unset (the default), the hook is inert.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import random
+import signal
 
 from confluent_kafka import KafkaException, Producer
 from sqlalchemy import text
@@ -17,6 +25,16 @@ from services.common import metrics
 from services.common.db import Int8Array
 
 log = logging.getLogger(__name__)
+
+FAULT_KILL_AFTER_COMMIT = "MOM_FAULT_KILL_AFTER_COMMIT"
+
+
+def kill_after_commit_probability(env=os.environ) -> float:
+    """The chaos fault hook's probability from the environment: 0.0 (inert) unless set to a number in (0, 1]."""
+    try:
+        return min(max(float(env.get(FAULT_KILL_AFTER_COMMIT, "") or 0.0), 0.0), 1.0)
+    except ValueError:
+        return 0.0
 
 
 class OutboxRelay:
@@ -29,9 +47,13 @@ class OutboxRelay:
         self._idle_poll_s = idle_poll_s
         self._wake = asyncio.Event()
         self._stopping = False
+        self._kill_after_commit = kill_after_commit_probability()
 
     def wake(self) -> None:
         """Publish soon: the consumer loop calls this after a commit that added outbox rows (only then)."""
+        if self._kill_after_commit and random.random() < self._kill_after_commit:
+            log.warning("fault hook: SIGKILL after the commit, before the outbox publish")
+            os.kill(os.getpid(), signal.SIGKILL)
         self._wake.set()
 
     def stop(self) -> None:
