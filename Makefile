@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test test-unit bench lint deploy-check up down status clean
+.PHONY: demo test test-unit bench chaos lint deploy-check up down status clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test-unit: $(STAMP)
 ## bench: throughput, latency and memory against a raw confluent-kafka consume loop (see docs/performance.md)
 bench: $(STAMP)
 	$(PY) -m bench
+
+## chaos: the full chaos run (docs/chaos.md): SIGKILLs, a rebalance, broker and PostgreSQL restarts while the
+## simulator feeds every service; then projections against a clean replay; writes a report under .mom/chaos
+chaos: $(STAMP)
+	$(PY) -m tests.chaos.driver
 
 ## lint: style, layering, schema compatibility and the generated event catalogue
 lint: $(STAMP)
