@@ -133,6 +133,7 @@ class ConsumerLoop:
         self._filling_since: float | None = None
         self._prefetch: asyncio.Future | None = None  # consume() of the next batch, running while one commits
         self._makers: dict[str, Callable[[Any], Any] | None] = {}  # event type -> record-to-event, None if unused
+        self._ends: dict[tuple[str, int], int] = {}  # end offsets asked for at assignment
 
     # -- partition assignment (called by librdkafka inside consume(), on the consuming thread) --
 
@@ -145,6 +146,14 @@ class ConsumerLoop:
         self._positions.update(stored)
         for tp in wanted:  # a fresh seek: what was buffered for these partitions is read again
             self._loop.call_soon_threadsafe(self._forget, tp)
+        ends = {}
+        for p in partitions:  # each partition's end now, so the merge need not guess before its first fetch
+            try:
+                ends[(p.topic, p.partition)] = consumer.get_watermark_offsets(
+                    TopicPartition(p.topic, p.partition), timeout=5, cached=False)[1]
+            except Exception:  # noqa: BLE001 - then the end is learnt from the first fetch
+                log.debug("end offset unknown", exc_info=True)
+        self._loop.call_soon_threadsafe(self._ends.update, ends)
         consumer.assign(partitions)
         self._loop.call_soon_threadsafe(self.assigned.set)
         log.info("assigned", extra={"fields": {"partitions": {f"{t}[{n}]": o for (t, n), o in stored.items()}}})
@@ -156,6 +165,12 @@ class ConsumerLoop:
                 self._loop.call_soon_threadsafe(self._forget, (p.topic, p.partition))
         consumer.unassign()
         log.info("revoked", extra={"fields": {"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]}})
+
+    def _high(self, tp: tuple[str, int]) -> int:
+        """A partition's end as far as this worker knows: the last fetch's high watermark, or the end
+        asked for at assignment if no fetch has told it yet (-1 when neither has)."""
+        _, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+        return max(high, self._ends.get(tp, -1))
 
     def _forget(self, tp: tuple[str, int]) -> None:
         """Drop a partition's buffered records (on the event loop, before any later fetch is decoded)."""
@@ -296,21 +311,27 @@ class ConsumerLoop:
                 add(tp, entry(offset, None, self._dead_letter(tp, offset, event_type, f"decode: {exc}", value), None))
 
     def _waiting_on(self) -> dict[tuple[str, int], bool]:
-        """Partitions that may hold an event earlier than those buffered: they lag behind their end and
-        have not been silent for longer than the idle bound. Past a buffer bound nothing waits."""
+        """Partitions that may hold an event earlier than those buffered.
+
+        A partition known to lag behind its end (its high watermark is past what was fetched) is
+        waited for however long its records take to arrive: they exist, and one of them may come
+        first. A partition whose end is not known yet is waited for up to the idle bound. Past a
+        buffer bound nothing waits (memory before order)."""
         now = time.monotonic()
         waiting = {}
         if len(self._merger) > max(4 * self._max, BUFFER_BOUND):
             return waiting
         for tp, position in self._positions.items():
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
-            lagging = high < 0 or high > self._fetched.get(tp, position)
-            if self._merger.buffered(tp):
+            high = self._high(tp)
+            if high >= 0:
                 self._empty_since.pop(tp, None)
-                waiting[tp] = lagging  # should it run dry while taking, its next event is unknown
+                waiting[tp] = high > self._fetched.get(tp, position)
+            elif self._merger.buffered(tp):
+                self._empty_since.pop(tp, None)
+                waiting[tp] = True  # should it run dry while taking, its next event is unknown
             else:
                 since = self._empty_since.setdefault(tp, now)
-                waiting[tp] = lagging and now - since < self._max_idle
+                waiting[tp] = now - since < self._max_idle
         return waiting
 
     def _should_fill(self, waiting_on: dict[tuple[str, int], bool]) -> bool:
@@ -433,7 +454,7 @@ class ConsumerLoop:
             if (topic, partition) in self._positions:
                 self._positions[(topic, partition)] = next_offset
             committed.append(TopicPartition(topic, partition, next_offset))
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            high = self._high((topic, partition))
             if high >= 0:
                 metrics.CONSUMER_LAG.labels(name, topic, str(partition)).set(max(high - next_offset, 0))
         try:

@@ -5,7 +5,7 @@ the operator topic). Within a partition the log fixes the order; across partitio
 the fetcher returned first. This module decides, from per-partition buffers of fetched events, which
 events a batch may take so that they come in the order ingest accepted them (`recorded_at`): an
 event is taken only when every partition that may still hold an earlier one has shown its next event
-(or has been silent for longer than the idle bound). The same rule as Kafka Streams'
+(a partition whose end is not known yet holds the others back only up to the idle bound). The same rule as Kafka Streams'
 `max.task.idle.ms`; live and replay then fold the same sequence, batch sizes notwithstanding.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Merger(Generic[Item]):
         """Up to `limit` items in acceptance order, each partition's own order kept.
 
         `waiting_on[lane]` is True for a partition that may hold an earlier event not fetched yet (it
-        lags behind its end and its idle bound has not passed). Taking stops as soon as such a
+        is known to lag behind its end, or its end is unknown and its idle bound has not passed). Taking stops as soon as such a
         partition's buffer is empty: its next event could come before anything still buffered.
         Items without a recorded_at (undecodable) go first in their partition's turn.
         """

@@ -1,5 +1,5 @@
 """The consumer loop's decisions without a broker or a database: what a batch covers and what it applies."""
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from services.common.avro import EventMapper, SingleObjectCodec
 from services.common.catalogue import Catalogue
@@ -228,13 +228,29 @@ def test_the_relay_is_woken_only_by_commits_that_added_outbox_rows():
     assert woken == [True]
 
 
-def test_a_lagging_partition_that_has_shown_nothing_holds_the_others_back_until_the_idle_bound():
+def test_a_partition_known_to_lag_holds_the_others_back_however_long_its_records_take():
     class Lagging(CaughtUp):
         def get_watermark_offsets(self, tp, cached=True):
             return (0, 10) if tp.partition == 1 else (0, 0)
 
     loop = make_loop({(TOPIC, 0): 0, (TOPIC, 1): 0})
     loop._consumer = Lagging()
+    assert decode(loop, [FakeRecord(0, 0, state_bytes("a"))]).items == []  # partition 1 holds earlier ones
+    loop._max_idle = 0.0  # the idle bound is for partitions whose end is unknown, not for this one
+    loop._filling_since = None
+    assert loop._take().items == []
+    loop._decode([FakeRecord(1, 0, state_bytes("b", AT - timedelta(seconds=1)))])
+    loop._wait = 0.0  # no more filling: take what the order allows
+    assert [i.event.event_id for i in loop._take().items] == ["b"]  # earlier, so first; then partition 1 is dry
+
+
+def test_a_partition_whose_end_is_unknown_holds_the_others_back_until_the_idle_bound():
+    class Unknown(CaughtUp):
+        def get_watermark_offsets(self, tp, cached=True):
+            return (-1, -1) if tp.partition == 1 else (0, 0)
+
+    loop = make_loop({(TOPIC, 0): 0, (TOPIC, 1): 0})
+    loop._consumer = Unknown()
     assert decode(loop, [FakeRecord(0, 0, state_bytes("a"))]).items == []  # partition 1 may hold earlier ones
     loop._max_idle = 0.0  # the bound passed: go on without it
     assert [i.event.event_id for i in loop._take().items] == ["a"]
@@ -259,3 +275,4 @@ def test_while_a_lagging_partition_has_few_records_the_loop_fetches_more_before_
     assert decode(loop, [FakeRecord(0, 0, state_bytes("a"))]).items == []  # one record: fetch more first
     loop._decode([FakeRecord(0, i, state_bytes(f"e{i}")) for i in range(1, 30)])
     assert len(loop._take().items) == 30  # enough buffered: all of it goes, up to where the lane runs dry
+
