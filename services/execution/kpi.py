@@ -503,6 +503,18 @@ def day_windows(start: datetime, end: datetime, tz: str | None) -> list[Period]:
     return _local_windows("day", start, end, tz)
 
 
+def calendar(preferred: Iterable[Shift]) -> list[Shift]:
+    """A work unit's shifts without overlaps, in time order. `preferred` lists the candidate shifts
+    best first (the caller puts shifts scheduled on the unit itself before those inherited from its
+    line, area and site); a shift that overlaps one already kept is dropped, since a unit works in one
+    shift at a time and two overlapping calendars would count its time twice."""
+    kept: list[Shift] = []
+    for shift in preferred:
+        if all(shift.end <= k.start or shift.start >= k.end for k in kept):
+            kept.append(shift)
+    return sorted(kept, key=lambda s: (s.start, s.shift_id))
+
+
 def shift_periods(shifts: Iterable[Shift]) -> list[Period]:
     return sorted((Period("shift", s.start.astimezone(UTC), s.end.astimezone(UTC), s.shift_id) for s in shifts),
                   key=lambda p: (p.start, p.end, p.label))

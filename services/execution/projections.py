@@ -387,11 +387,12 @@ async def load_shifts(conn: AsyncConnection, hierarchy: Hierarchy, units: list[s
                 WHERE equipment_id = ANY(:owners) AND ends_at > :low - interval '2 days' ORDER BY shift_id"""),
         {"owners": owners, "low": low})).all()
     for unit in units:
-        chain = set(hierarchy.ancestry(unit))
-        for r in rows:
-            if r.equipment_id in chain:
-                breaks = tuple((datetime.fromisoformat(s), datetime.fromisoformat(e)) for s, e in r.breaks)
-                shifts[unit].append(kpi.Shift(r.shift_id, r.starts_at, r.ends_at, breaks))
+        depth = {e: i for i, e in enumerate(hierarchy.ancestry(unit))}  # the unit itself first, then upwards
+        candidates = sorted((r for r in rows if r.equipment_id in depth), key=lambda r: (depth[r.equipment_id], r.shift_id))
+        shifts[unit] = kpi.calendar(
+            kpi.Shift(r.shift_id, r.starts_at, r.ends_at,
+                      tuple((datetime.fromisoformat(s), datetime.fromisoformat(e)) for s, e in r.breaks))
+            for r in candidates)
     return shifts
 
 

@@ -28,12 +28,14 @@ def recorded(base: datetime, n: int) -> datetime:
     return base + timedelta(microseconds=n)
 
 
-def scenario(run: str, unit_name: str = "press07") -> tuple[list[dict], dict]:
+def scenario(run: str, unit_name: str = "press07", accepted_after: int = 0) -> tuple[list[dict], dict]:
+    """A shift of one unit on its line. `accepted_after`: microseconds by which this stream's acceptance
+    times follow the base (each partition holds events in acceptance order, as ingest writes them)."""
     site = f"acme{run}.berlin"
     line = f"{site}.assembly.line1"
     unit = f"{line}.{unit_name}"
     n = iter(range(1_000_000))
-    now = datetime(2026, 3, 29, 20, tzinfo=UTC)  # when ingest accepted the live data
+    now = datetime(2026, 3, 29, 20, tzinfo=UTC) + timedelta(microseconds=accepted_after)  # when ingest accepted the live data
 
     def ev(event_type: str, when: datetime, rec: datetime | None = None, **body) -> dict:
         i = next(n)
@@ -46,7 +48,7 @@ def scenario(run: str, unit_name: str = "press07") -> tuple[list[dict], dict]:
            time_zone=None, capacity_per_hour=None),
         ev("EquipmentRegistered", at(0), equipment_id=unit, name="Press", parent_id=line, level="work_unit",
            time_zone=None, capacity_per_hour=600.0),
-        ev("ShiftScheduled", at(0), shift_id=f"S-{unit}", equipment_id=line, starts_at=at(4), ends_at=at(12),
+        ev("ShiftScheduled", at(0), shift_id=f"S-{run}", equipment_id=line, starts_at=at(4), ends_at=at(12),
            breaks=[{"starts_at": at(8), "ends_at": at(8.5)}]),
         ev("ProductDefined", at(0), product_id=f"P-{unit}", name="Bracket", unit=None, ideal_cycle_time_s=2.0,
            bom=[{"material_id": "M-STEEL-2MM", "quantity_per_unit": 0.5}],
@@ -172,10 +174,10 @@ async def test_interleaving_the_streams_of_work_units_differently_gives_identica
     start_at_end(prepared, scratch)
     run = uuid.uuid4().hex[:6]
     a1, ids_a1 = scenario(run, "press01")
-    b1, ids_b1 = scenario(run, "press02")
-    a2, ids_a2 = scenario(run + "x", "press01")
-    b2, ids_b2 = scenario(run + "x", "press02")
-    produce_all(prepared, a1 + b1)  # one unit's whole stream, then the other's
+    b1, ids_b1 = scenario(run, "press02", accepted_after=3_600_000_000)  # sent after a1 (and its late facts)
+    a2, ids_a2 = scenario(run + "x", "press01", accepted_after=7_200_000_000)  # sent after both
+    b2, ids_b2 = scenario(run + "x", "press02", accepted_after=7_200_000_000)
+    produce_all(prepared, a1 + b1)  # one unit's whole stream, then the other's, accepted in that order
     merged = sorted(a2 + b2, key=lambda e: (e["recorded_at"], e["type"]))  # strictly interleaved
     produce_all(prepared, list(reversed(merged[:6])) + merged[6:])  # and the first plan facts reversed
     await build_live(prepared, scratch)

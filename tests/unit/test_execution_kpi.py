@@ -19,6 +19,7 @@ from services.execution.kpi import (
     Shift,
     StateChange,
     Window,
+    calendar,
     compute,
     day_windows,
     hour_windows,
@@ -531,3 +532,11 @@ def test_ratios_lie_in_their_ranges_or_are_none_exactly_when_a_denominator_is_ze
             assert r[name] >= 0, name
             if name in BOUNDED:
                 assert r[name] <= 1, name
+
+
+def test_a_units_calendar_keeps_the_preferred_of_two_overlapping_shifts_and_every_disjoint_one():
+    own = Shift("UNIT-A", at(6), at(14))
+    inherited_overlapping = Shift("LINE-A", at(6), at(14))
+    inherited_later = Shift("LINE-B", at(14), at(22))
+    assert calendar([own, inherited_overlapping, inherited_later]) == [own, inherited_later]
+    assert calendar([inherited_later, inherited_overlapping]) == [inherited_overlapping, inherited_later]
