@@ -749,7 +749,9 @@ def _kafka_cluster_id(config: StackConfig) -> str:
     path = config.kafka_dir / "cluster-id"
     if path.exists():
         return path.read_text().strip()
-    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cid = "-"
+    while cid.startswith("-"):  # the storage tool would read a leading dash as an option
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     path.write_text(cid + "\n")
     return cid
 
