@@ -488,4 +488,7 @@ def build(settings: IngestSettings, *, catalogue: Catalogue | None = None, produ
     app.router.add_get("/openapi.yaml", openapi_as_yaml)
     app.router.add_get("/openapi.json", openapi_as_json)
     app.cleanup_ctx.append(producer_lifecycle)
+    from services.ingest.bridge import attach  # here, not at the top: the bridge module imports this one
+
+    attach(app)  # the MQTT and OPC UA bridges, when MOM_INGEST_BRIDGE_IN_PROCESS asks for them in this process
     return app
