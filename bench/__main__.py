@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-SCENARIOS = ("raw_consume", "raw_consume_decode", "loop_overhead", "consumer_loop", "faust_agent", "naive_orm", "ingest", "quality")
+SCENARIOS = ("raw_consume", "raw_consume_decode", "loop_overhead", "consumer_loop", "faust_agent", "naive_orm", "ingest", "quality", "execution_latency")
 RESULTS = Path(__file__).with_name("results")
 
 
@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ingest-requests", type=int, default=200)
     parser.add_argument("--ingest-size", type=int, default=1000)
     parser.add_argument("--ingest-connections", type=int, default=4)
+    parser.add_argument("--latency-rate", type=int, default=10_000, help="events/s fed to the worker in execution_latency")
+    parser.add_argument("--latency-seconds", type=float, default=30.0, help="how long execution_latency feeds it")
     parser.add_argument("--quality-events", type=int, default=60_000,
                         help="inspections (5 values each) the quality scenario feeds its worker")
     parser.add_argument("--profile", type=int, metavar="N", default=0,
@@ -125,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                     r = quality(ctx, args.quality_events)
                 elif name == "naive_orm":
                     r = scenarios.naive_orm(ctx, min(args.naive_events, ctx.n), args.naive_repeat)
-                else:
+                elif name == "execution_latency":
+                    from bench.latency import execution_latency
+                    r = execution_latency(ctx, args.latency_rate, args.latency_seconds)
+                elif name == "ingest":
                     r = scenarios.ingest(ctx, args.ingest_requests, args.ingest_size, args.ingest_connections, args.repeat)
             except Exception as exc:  # noqa: BLE001 - a failed scenario is a result too
                 r = {"events": None, "seconds": None, "events_per_s": None, "error": f"{type(exc).__name__}: {exc}",
