@@ -13,20 +13,11 @@ Standalone: `python -m bench.maintenance [N]` runs it on the bench stack (MOM_BE
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from services.common import kafka as mom_kafka
-from services.common import localstack
-from services.common.kafka import end_offsets
-from services.common.migrations import upgrade
-from services.common.replay import seed_positions
-from services.common.settings import REPO_ROOT
+from bench.scratch_run import timed_worker
 
 UNITS = 50
 START = datetime(2026, 11, 2, 6, tzinfo=UTC)
@@ -79,71 +70,16 @@ def _events(run: str, n: int) -> tuple[list[tuple[str, dict]], dict[str, int]]:
     return out, expected
 
 
-def _produce(ctx, events: list[tuple[str, dict]]) -> None:
-    producer = mom_kafka.producer(ctx.kafka)
-    for event_type, record in events:
-        producer.produce(ctx.catalogue.topic_for(event_type).name,
-                         key=ctx.catalogue.key_for(event_type, record).encode(),
-                         value=ctx.codec.encode(event_type, record))
-        producer.poll(0)
-    assert producer.flush(60) == 0
-
-
 def maintenance(ctx, n: int, timeout_s: float = 900.0) -> dict:
-    from services.maintenance.app import build
-    from services.maintenance.settings import from_env
-
     run = uuid.uuid4().hex[:8]
-    schema = f"maintenance_bench_{run}"
-    admin = ctx.config.db_url()
-    upgrade(admin, "maintenance", schema=schema)
-    topics = build(from_env(), ctx.catalogue).input_topics
-    start = end_offsets(ctx.kafka, topics)
-    seed_positions(admin, schema, start)
     events, expected = _events(run, n)
     ctx.log(f"maintenance: producing {len(events):,} machine events over {UNITS} units")
-    _produce(ctx, events)
-    target = sum(end_offsets(ctx.kafka, topics).values()) - sum(start.values())
-    env = {**os.environ, **localstack.service_env(ctx.config, "maintenance"), "MOM_DATABASE_URL": admin,
-           "MOM_DB_SCHEMA": schema, "MOM_GROUP_ID": f"bench-maintenance-{run}", "MOM_LOG_LEVEL": "WARNING",
-           "MOM_HTTP_PORT": "0", "MOM_MAINTENANCE_CONDITION_LIMITS": json.dumps(LIMITS)}
-    log_path = ctx.config.logs_dir / "bench-maintenance.log"
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "services.maintenance"], env=env, cwd=REPO_ROOT, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    first_t = first_n = done_t = None
-    began = time.perf_counter()
-    try:
-        with ctx.superuser() as conn:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the maintenance worker exited with {proc.returncode}; see {log_path}")
-                done = int(conn.execute(f'SELECT coalesce(sum(next_offset), 0) FROM "{schema}".positions')
-                           .fetchone()[0]) - sum(start.values())
-                if done > 0 and first_t is None:
-                    first_t, first_n = time.perf_counter(), done
-                if done >= target:
-                    done_t = time.perf_counter()
-                    break
-                if time.perf_counter() - began > timeout_s:
-                    raise RuntimeError(f"maintenance: only {done:,} of {target:,} events after {timeout_s:.0f} s")
-                time.sleep(0.2)
-            failures, dues, requests = conn.execute(
-                f'SELECT (SELECT count(*) FROM "{schema}".failure_log), (SELECT count(*) FROM "{schema}".pm_dues), '
-                f'(SELECT count(*) FROM "{schema}".work_order_state WHERE kind = \'condition\')').fetchone()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        with ctx.superuser() as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    events_timed = target - first_n
-    seconds = done_t - first_t
-    rate = events_timed / seconds
+    timed = timed_worker(ctx, "maintenance", events, (
+        'SELECT (SELECT count(*) FROM "{schema}".failure_log), (SELECT count(*) FROM "{schema}".pm_dues), '
+        '(SELECT count(*) FROM "{schema}".work_order_state WHERE kind = \'condition\')'),
+        env={"MOM_MAINTENANCE_CONDITION_LIMITS": json.dumps(LIMITS)}, timeout_s=timeout_s)
+    failures, dues, requests = timed.found
+    events_timed, seconds, rate = timed.events, timed.seconds, timed.events_per_s
     ok = (int(failures), int(dues), int(requests)) == (expected["failures"], expected["dues"], expected["requests"])
     return {
         "events": events_timed, "seconds": round(seconds, 3), "events_per_s": round(rate, 1), "projection_ok": ok,

@@ -10,21 +10,11 @@ that every value reached the projection.
 """
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from services.common import kafka as mom_kafka
-from services.common import localstack
-from services.common.kafka import end_offsets
-from services.common.migrations import upgrade
-from services.common.replay import seed_positions
-from services.common.settings import REPO_ROOT
+from bench.scratch_run import timed_worker
 
 SUBGROUP = 5
 CHARACTERISTICS = 40
@@ -53,70 +43,15 @@ def _events(run: str, n: int) -> list[tuple[str, dict]]:
     return out
 
 
-def _produce(ctx, events: list[tuple[str, dict]]) -> None:
-    producer = mom_kafka.producer(ctx.kafka)
-    for event_type, record in events:
-        producer.produce(ctx.catalogue.topic_for(event_type).name,
-                         key=ctx.catalogue.key_for(event_type, record).encode(),
-                         value=ctx.codec.encode(event_type, record))
-        producer.poll(0)
-    assert producer.flush(60) == 0
-
-
 def quality(ctx, n: int, timeout_s: float = 900.0) -> dict:
-    from services.quality.app import build
-    from services.quality.settings import from_env
-
     run = uuid.uuid4().hex[:8]
-    schema = f"quality_bench_{run}"
-    admin = ctx.config.db_url()
-    upgrade(admin, "quality", schema=schema)
-    topics = build(from_env(), ctx.catalogue).input_topics
-    start = end_offsets(ctx.kafka, topics)
-    seed_positions(admin, schema, start)
     ctx.log(f"quality: producing {n:,} inspections of {SUBGROUP} values")
-    _produce(ctx, _events(run, n))
-    target = sum(end_offsets(ctx.kafka, topics).values()) - sum(start.values())
-    env = {**os.environ, **localstack.service_env(ctx.config, "quality"), "MOM_DATABASE_URL": admin,
-           "MOM_DB_SCHEMA": schema, "MOM_GROUP_ID": f"bench-quality-{run}", "MOM_LOG_LEVEL": "WARNING",
-           "MOM_HTTP_PORT": "0"}
-    log_path = ctx.config.logs_dir / "bench-quality.log"
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "services.quality"], env=env, cwd=REPO_ROOT, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    first_t = first_n = done_t = None
-    began = time.perf_counter()
-    try:
-        with ctx.superuser() as conn:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the quality worker exited with {proc.returncode}; see {log_path}")
-                done = int(conn.execute(f'SELECT coalesce(sum(next_offset), 0) FROM "{schema}".positions')
-                           .fetchone()[0]) - sum(start.values())
-                if done > 0 and first_t is None:
-                    first_t, first_n = time.perf_counter(), done
-                if done >= target:
-                    done_t = time.perf_counter()
-                    break
-                if time.perf_counter() - began > timeout_s:
-                    raise RuntimeError(f"quality: only {done:,} of {target:,} events after {timeout_s:.0f} s")
-                time.sleep(0.2)
-            values, points, held = conn.execute(
-                f'SELECT (SELECT coalesce(sum(array_length(sample_values, 1)), 0) FROM "{schema}".inspection_results), '
-                f'(SELECT count(*) FROM "{schema}".spc_point_rows), (SELECT count(*) FROM "{schema}".hold_rows)').fetchone()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        with ctx.superuser() as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    events = target - first_n
-    seconds = done_t - first_t
-    rate = events / seconds
+    timed = timed_worker(ctx, "quality", _events(run, n), (
+        'SELECT (SELECT coalesce(sum(array_length(sample_values, 1)), 0) FROM "{schema}".inspection_results), '
+        '(SELECT count(*) FROM "{schema}".spc_point_rows), (SELECT count(*) FROM "{schema}".hold_rows)'),
+        timeout_s=timeout_s)
+    values, points, held = timed.found
+    events, seconds, rate = timed.events, timed.seconds, timed.events_per_s
     ok = int(values) == n * SUBGROUP
     return {
         "events": events, "seconds": round(seconds, 3), "events_per_s": round(rate, 1),

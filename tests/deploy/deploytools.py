@@ -56,8 +56,8 @@ def promtool_binary() -> Path:
         return Path(found)
     apt = shutil.which("apt-get")
     if apt is None or os.geteuid() != 0:
-        pytest.skip("promtool is not installed, and apt-get (as root) is not available to install "
-                    "Debian's `prometheus` package, which provides it")
+        pytest.fail("promtool is not installed, and apt-get (as root) is not available to install it: "
+                    "install Debian's `prometheus` package, which provides it")
     for argv in ([apt, "update", "-q"], [apt, "install", "-y", "-q", "--no-install-recommends", "prometheus"]):
         result = subprocess.run(argv, capture_output=True, text=True, timeout=900,
                                 env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})

@@ -100,7 +100,6 @@ def test_the_shift_exercised_every_element(shift):
     assert shift["sim"].facts.lockouts, "no maintenance lockout in the shift"
 
 
-@pytest.mark.skipif("inventory" not in SERVICES, reason="services/inventory is not in this checkout yet")
 def test_on_hand_equals_the_simulated_material_balance(shift):
     sim = shift["sim"]
     suffix = f"%-{sim.tag.upper()}"
