@@ -453,15 +453,21 @@ def _time_zones() -> frozenset[str]:
         return frozenset()
 
 
-def build(settings: IngestSettings, *, catalogue: Catalogue | None = None, producer: Producer | None = None) -> web.Application:
-    """The ingest application; the producer's poll thread starts with the app and stops (flushed) with it."""
+def make_ingest(settings: IngestSettings, *, catalogue: Catalogue | None = None,
+                producer: Producer | None = None) -> Ingest:
+    """The ingest pipeline (translate, validate, produce, dead-letter), shared by HTTP and the bridges."""
     common = settings.common
     catalogue = catalogue or Catalogue.load(common.schemas_dir)
     codec = codec_for(catalogue, common.registry_url, common.schemas_dir)
     input_types = [event for topic in catalogue.written_by(SERVICE) for event in topic.events if event != REJECTED_EVENT]
     translator = Translator(catalogue.schemas, input_types, max_future_s=settings.max_future_s,
                             time_zones=_time_zones(), max_string_length=settings.max_string_length)
-    ingest = Ingest(settings, catalogue, codec, producer or kafka.producer(common.kafka), translator)
+    return Ingest(settings, catalogue, codec, producer or kafka.producer(common.kafka), translator)
+
+
+def build(settings: IngestSettings, *, catalogue: Catalogue | None = None, producer: Producer | None = None) -> web.Application:
+    """The ingest application; the producer's poll thread starts with the app and stops (flushed) with it."""
+    ingest = make_ingest(settings, catalogue=catalogue, producer=producer)
     openapi_yaml = OPENAPI_PATH.read_bytes()
     openapi_json = orjson.dumps(yaml.safe_load(openapi_yaml))
 
@@ -473,7 +479,7 @@ def build(settings: IngestSettings, *, catalogue: Catalogue | None = None, produ
 
     async def producer_lifecycle(_app: web.Application) -> AsyncIterator[None]:
         await ingest.start()
-        log.info("ingest started", extra={"fields": {"event_types": len(input_types)}})
+        log.info("ingest started", extra={"fields": {"event_types": len(ingest._translator.event_types)}})
         yield
         await ingest.close()
         log.info("ingest stopped")

@@ -20,12 +20,10 @@ import orjson
 from confluent_kafka import Producer
 
 from services.common import kafka
-from services.common.avro import codec_for
 from services.common.catalogue import Catalogue
 from services.common.settings import Settings
-from services.ingest.app import REJECTED_EVENT, Ingest, _time_zones
+from services.ingest.app import Ingest, make_ingest
 from services.ingest.settings import SERVICE, IngestSettings
-from services.ingest.translators import Translator
 
 
 @dataclass
@@ -65,15 +63,9 @@ class DirectSink:
     def from_settings(cls, settings: IngestSettings, client: str, *, catalogue: Catalogue | None = None,
                       producer: Producer | None = None) -> DirectSink:
         """An ingest pipeline of its own (its own producer), built as `services.ingest.app.build` builds it."""
-        common = settings.common
-        catalogue = catalogue or Catalogue.load(common.schemas_dir)
-        codec = codec_for(catalogue, common.registry_url, common.schemas_dir)
-        input_types = [event for topic in catalogue.written_by(SERVICE) for event in topic.events
-                       if event != REJECTED_EVENT]
-        translator = Translator(catalogue.schemas, input_types, max_future_s=settings.max_future_s,
-                                time_zones=_time_zones(), max_string_length=settings.max_string_length)
-        producer = producer or kafka.producer(common.kafka, logger=logging.getLogger("services.ingest.bridge.kafka"))
-        ingest = Ingest(settings, catalogue, codec, producer, translator)
+        producer = producer or kafka.producer(settings.common.kafka,
+                                              logger=logging.getLogger("services.ingest.bridge.kafka"))
+        ingest = make_ingest(settings, catalogue=catalogue, producer=producer)
         return cls(ingest, client, owned=True)
 
     @staticmethod
