@@ -199,8 +199,14 @@ async def test_sparkplug_and_json_topics_reach_kafka(prepared, mosquitto, tmp_pa
         await asyncio.sleep(0.5)
         edge.die()
 
-        records = unique(await asyncio.to_thread(machine_events, prepared, {press, weld, json_unit}, lambda rs: sum(
-            r["state"] == "OFFLINE" for r in unique(rs) if r["type"] == "MachineStateChanged") >= 2))
+        def complete(rs: list[dict]) -> bool:
+            """Both death certificates and the three JSON events: the units sit on different partitions,
+            which the consumer reads in no fixed order."""
+            rs = unique(rs)
+            offline = sum(r["type"] == "MachineStateChanged" and r["state"] == "OFFLINE" for r in rs)
+            return offline >= 2 and sum(r["equipment_id"] == json_unit for r in rs) >= 3
+
+        records = unique(await asyncio.to_thread(machine_events, prepared, {press, weld, json_unit}, complete))
         by_unit = {unit: [(r["type"], r.get("state"), r.get("good"), r.get("reject"), r.get("value"))
                           for r in records if r["equipment_id"] == unit] for unit in (press, weld, json_unit)}
         # Then Kafka holds the canonical events, with the counter's increases, not its readings
