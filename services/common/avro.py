@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import io
 import json
 import logging
 import struct
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
@@ -48,6 +50,21 @@ CONFLUENT_MAGIC = b"\x00"          # Confluent wire format: magic byte, 4-byte s
 
 class DecodeError(ValueError):
     """Bytes that are not an event this codec knows; the message says why."""
+
+
+class RegistryUnavailable(RuntimeError):
+    """The schema registry did not answer within the retry budget (not a fault of the data)."""
+
+
+RETRIED_HTTP_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class RegistryError(RuntimeError):
+    """The schema registry refused a call (an HTTP status that retrying will not change)."""
+
+    def __init__(self, method: str, path: str, status: int, body: bytes) -> None:
+        super().__init__(f"schema registry {method} {path}: HTTP {status}: {body!r}")
+        self.status = status
 
 
 class Codec(Protocol):
@@ -216,10 +233,11 @@ class RegistryCodec(_BaseCodec):
     several event types. Schema ids are fetched once and cached; the registry is not on the hot path.
     """
 
-    def __init__(self, catalogue: Catalogue, url: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, catalogue: Catalogue, url: str, timeout_s: float = 10.0, retry_s: float = 60.0) -> None:
         super().__init__(catalogue)
         self._url = url.rstrip("/")
         self._timeout_s = timeout_s
+        self._retry_s = retry_s
         self._ids: dict[str, bytes] = {}
         self._by_id: dict[int, Any] = {}
         self._readers: dict[int, _Reader] = {}
@@ -230,11 +248,23 @@ class RegistryCodec(_BaseCodec):
             self._url + path, data=data, method=method,
             headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
         )
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            raise RuntimeError(f"schema registry {method} {path}: HTTP {exc.code}: {exc.read()[:300]!r}") from exc
+        deadline, pause = time.monotonic() + self._retry_s, 0.1
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError as exc:
+                failure: Exception = exc
+                if exc.code not in RETRIED_HTTP_STATUSES:
+                    raise RegistryError(method, path, exc.code, exc.read()[:300]) from exc
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+                failure = exc  # refused, reset, closed without an answer, timed out: the registry is away
+            if time.monotonic() + pause > deadline:
+                raise RegistryUnavailable(f"schema registry {self._url} did not answer {method} {path} "
+                                          f"within {self._retry_s:g} s: {failure}") from failure
+            log.warning("schema registry call failed, retrying", extra={"call": f"{method} {path}", "error": str(failure)})
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
     def register(self, event_type: str) -> int:
         """Register the current schema of an event type under its subject; returns the schema id."""
@@ -262,7 +292,12 @@ class RegistryCodec(_BaseCodec):
         if reader is None:
             writer = self._by_id.get(schema_id)
             if writer is None:
-                answer = self._call("GET", f"/schemas/ids/{schema_id}")
+                try:
+                    answer = self._call("GET", f"/schemas/ids/{schema_id}")
+                except RegistryError as exc:
+                    if exc.status != 404:
+                        raise
+                    raise DecodeError(f"schema id {schema_id} is not in the schema registry") from exc
                 writer = self._by_id[schema_id] = _parse(json.loads(answer["schema"]))
             reader = self._readers[schema_id] = self._reader_for(writer)
         return reader.read(data[5:])
