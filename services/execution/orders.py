@@ -169,8 +169,10 @@ def is_final(product: Product | None, operation: str) -> bool:
 
 # Envelopes and refusals of derived events.
 
-def _envelope(event: Event, kind: str) -> dict:
-    return {"event_id": f"{event.event_id}:{kind}", "occurred_at": event.occurred_at,
+def _envelope(event: Event, kind: str, about: str | None = None) -> dict:
+    """The derived event's envelope. Its id names the cause, or `about` (an order) for what happens once
+    per order whichever of its operations' events, from different units' partitions, is processed first."""
+    return {"event_id": f"{about or event.event_id}:{kind}", "occurred_at": event.occurred_at,
             "recorded_at": event.recorded_at, "source": SERVICE,
             "correlation_id": event.correlation_id or event.event_id}
 
@@ -246,7 +248,7 @@ def decide_operation_started(order: Order | None, operation: Operation | None,
     assert order is not None
     if order.status != OrderStatus.RELEASED:
         return []
-    return [OrderStarted(**_envelope(event, "order-started"), order_id=order.order_id,
+    return [OrderStarted(**_envelope(event, "order-started", about=order.order_id), order_id=order.order_id,
                          product_id=order.product_id, quantity=order.quantity, due_at=order.due_at,
                          operation=event.operation, equipment_id=event.equipment_id)]
 
@@ -302,7 +304,7 @@ def decide_operation_completed(order: Order | None, operation: Operation | None,
         return []
     final_runs = [operation, *(o for o in others if o.operation == operation.operation)]
     started_at = order.started_at or operation.started_at
-    return [OrderCompleted(**_envelope(event, "order-completed"), order_id=order.order_id,
+    return [OrderCompleted(**_envelope(event, "order-completed", about=order.order_id), order_id=order.order_id,
                            product_id=order.product_id, quantity=order.quantity, operation=operation.operation,
                            equipment_id=operation.equipment_id,
                            good=max(sum(o.good for o in final_runs), 0),

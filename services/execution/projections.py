@@ -356,23 +356,43 @@ async def recompute_periods(conn: AsyncConnection, batch: BatchState) -> list[Ev
         return []
     clocks = await load_clocks(conn, sorted(touched))
     units = [u for u in sorted(touched) if clocks.get(u) is not None]
+    origins = await load_origins(conn, units)
     shifts = await load_shifts(conn, hierarchy, units, touched)
     requests: list[Request] = []
     days: list[Request] = []
     for unit in units:
         low, high = touched[unit]
         known = clocks[unit]
+        lived = (origins.get(unit) or known, known)
         end = max(high, known) + US
         zone = hierarchy.zone(unit)
-        hours = kpi.hour_windows(low, end, zone)
-        requests.extend(Request(unit, p, known) for p in hours if p.start <= known)
+        requests.extend(Request(unit, p, known) for p in kpi.hour_windows(low, end, zone) if _lived_in(p, lived))
         requests.extend(Request(unit, p, known) for p in kpi.shift_periods(shifts[unit])
-                        if p.start < end and p.end > low and p.start <= known)
-        days.extend(Request(unit, p, known) for p in kpi.day_windows(low, end, zone) if p.start <= known)
+                        if p.start < end and p.end > low and _lived_in(p, lived))
+        days.extend(Request(unit, p, known) for p in kpi.day_windows(low, end, zone) if _lived_in(p, lived))
     current = await compute(conn, requests, shifts)
     await save_periods(conn, current)
     current += await roll_up_days(conn, days)
     return await close_and_revise(conn, current, shifts, batch)
+
+
+def _lived_in(period: kpi.Period, lived: tuple[datetime, datetime]) -> bool:
+    """A unit's periods run from the one holding its first machine fact to the one holding its clock,
+    whatever else touched them: a sign-in before the first machine fact makes no earlier period, so the
+    periods do not depend on which batch the sign-in came in."""
+    first, known = lived
+    return period.end > first and period.start <= known
+
+
+async def load_origins(conn: AsyncConnection, units: list[str]) -> dict[str, datetime]:
+    """Each unit's first machine fact (state change or production report); units with a clock have one."""
+    if not units:
+        return {}
+    rows = await conn.execute(text("""
+        SELECT u, least((SELECT min(occurred_at) FROM state_changes WHERE equipment_id = u),
+                        (SELECT min(occurred_at) FROM production WHERE equipment_id = u)) AS origin
+        FROM unnest(CAST(:u AS text[])) AS u"""), {"u": units})
+    return {r.u: r.origin for r in rows}
 
 
 async def load_shifts(conn: AsyncConnection, hierarchy: Hierarchy, units: list[str],

@@ -141,7 +141,7 @@ def test_the_first_operation_start_starts_the_order():
     book = given_events(*RELEASED_BRACKET)
     (order_started,) = when(book, started("term-1", 0))
     assert order_started == OrderStarted(
-        event_id="term-1:order-started", occurred_at=at(0), recorded_at=at(0) + timedelta(seconds=2),
+        event_id="WO-1042:order-started", occurred_at=at(0), recorded_at=at(0) + timedelta(seconds=2),
         source="execution", correlation_id="term-1", order_id="WO-1042", product_id=BRACKET, quantity=100,
         due_at=at(8 * 60), operation="0010", equipment_id=PRESS)
     assert book.orders["WO-1042"].status == OrderStatus.STARTED
@@ -180,7 +180,7 @@ def test_completing_the_last_routing_step_completes_the_order_with_its_counts():
                         scrap("t5", 56, 2, WELD, rework=True))
     (done,) = when(book, completed("t6", 90, "0020", WELD))
     assert done == OrderCompleted(
-        event_id="t6:order-completed", occurred_at=at(90), recorded_at=at(90) + timedelta(seconds=2),
+        event_id="WO-1042:order-completed", occurred_at=at(90), recorded_at=at(90) + timedelta(seconds=2),
         source="execution", correlation_id="t6", order_id="WO-1042", product_id=BRACKET, quantity=100,
         operation="0020", equipment_id=WELD, good=92, scrap=4, rework=2, started_at=at(0), duration_s=5400.0)
     order = book.orders["WO-1042"]
