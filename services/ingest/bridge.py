@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,67 @@ def load_config(path: Path | str) -> BridgeConfig:
     return parse(document, str(path))
 
 
+OPCUA_POLICIES = ("None", "Basic256Sha256")
+OPCUA_MODES = ("Sign", "SignAndEncrypt")
+
+
+@dataclass(frozen=True)
+class OpcUaSecurity:
+    """How the OPC UA client authenticates: the secure channel's policy and mode with the client's
+    certificate and key, the server certificate it trusts, and a user name with its password."""
+
+    policy: str = "None"                    # None | Basic256Sha256
+    mode: str = "SignAndEncrypt"            # Sign | SignAndEncrypt (with Basic256Sha256)
+    certificate: Path | None = None         # the client's certificate (PEM or DER)
+    private_key: Path | None = None         # its private key (PEM or DER)
+    private_key_password: str = field(default="", repr=False)
+    server_certificate: Path | None = None  # the one server certificate trusted (pinned)
+    username: str | None = None
+    password: str = field(default="", repr=False)   # from the environment (a Secret), never the mapping file
+
+    @property
+    def secure(self) -> bool:
+        return self.policy != "None"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OpcUaSecurity:
+        def path(name: str) -> Path | None:
+            raw = env.get(name) or ""
+            if not raw:
+                return None
+            if not Path(raw).is_file():
+                raise SettingsError(f"{name}={raw!r}: no such file")
+            return Path(raw)
+
+        policy = env.get("MOM_INGEST_OPCUA_SECURITY_POLICY") or "None"
+        if policy not in OPCUA_POLICIES:
+            raise SettingsError(f"MOM_INGEST_OPCUA_SECURITY_POLICY={policy!r}: must be one of {', '.join(OPCUA_POLICIES)}")
+        mode = env.get("MOM_INGEST_OPCUA_SECURITY_MODE") or "SignAndEncrypt"
+        if mode not in OPCUA_MODES:
+            raise SettingsError(f"MOM_INGEST_OPCUA_SECURITY_MODE={mode!r}: must be one of {', '.join(OPCUA_MODES)}")
+        security = cls(policy=policy, mode=mode, certificate=path("MOM_INGEST_OPCUA_CERTIFICATE"),
+                       private_key=path("MOM_INGEST_OPCUA_PRIVATE_KEY"),
+                       private_key_password=env.get("MOM_INGEST_OPCUA_PRIVATE_KEY_PASSWORD") or "",
+                       server_certificate=path("MOM_INGEST_OPCUA_SERVER_CERTIFICATE"),
+                       username=env.get("MOM_INGEST_OPCUA_USERNAME") or None,
+                       password=env.get("MOM_INGEST_OPCUA_PASSWORD") or "")
+        if security.secure:
+            for name, value in (("MOM_INGEST_OPCUA_CERTIFICATE", security.certificate),
+                                ("MOM_INGEST_OPCUA_PRIVATE_KEY", security.private_key),
+                                ("MOM_INGEST_OPCUA_SERVER_CERTIFICATE", security.server_certificate)):
+                if value is None:
+                    raise SettingsError(f"{name} is required with MOM_INGEST_OPCUA_SECURITY_POLICY={policy}")
+        elif security.certificate or security.private_key or security.server_certificate:
+            raise SettingsError("MOM_INGEST_OPCUA_SECURITY_POLICY must be Basic256Sha256 when certificates are set "
+                                "(MOM_INGEST_OPCUA_CERTIFICATE, MOM_INGEST_OPCUA_PRIVATE_KEY, "
+                                "MOM_INGEST_OPCUA_SERVER_CERTIFICATE)")
+        if security.username and not security.password:
+            raise SettingsError("MOM_INGEST_OPCUA_PASSWORD is required with MOM_INGEST_OPCUA_USERNAME")
+        if security.password and not security.username:
+            raise SettingsError("MOM_INGEST_OPCUA_USERNAME is required with MOM_INGEST_OPCUA_PASSWORD")
+        return security
+
+
 @dataclass(frozen=True)
 class BridgeSettings:
     config_path: Path | None
@@ -73,6 +134,7 @@ class BridgeSettings:
     sink_token: str = ""
     ack_timeout_s: float = 10.0
     in_process: bool = False
+    opcua_security: OpcUaSecurity = OpcUaSecurity()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BridgeSettings:
@@ -91,6 +153,7 @@ class BridgeSettings:
             sink_token=env.get("MOM_INGEST_BRIDGE_TOKEN", ""),
             ack_timeout_s=env_float(env, "MOM_INGEST_ACK_TIMEOUT_S", 10.0, minimum=0.001),
             in_process=env.get("MOM_INGEST_BRIDGE_IN_PROCESS", "") in ("1", "true", "yes"),
+            opcua_security=OpcUaSecurity.from_env(env),
         )
         if settings.mqtt_url and not settings.mqtt_url.startswith(("mqtt://", "tcp://")):
             raise SettingsError(f"MOM_INGEST_MQTT_URL={settings.mqtt_url!r}: must be mqtt://host:port")
@@ -133,21 +196,24 @@ class BridgeRuntime:
             self.mapper.restore(orjson.loads(self._state_path.read_bytes()))
         BUFFERED.set(buffer.pending)
         self.delivered = 0
+        self.received = 0          # readings and outages taken in, whether or not they made an event
         self.last_error: str | None = None
 
     def ingest(self, readings: list[Reading | Outage]) -> int:
         """Map readings and outages, in order, and append their events to the buffer with one fsync;
         returns the events kept."""
+        dropped = 0
         with self._lock:
             items = []
             for reading in readings:
                 items.extend(self.mapper.map(reading))
-            if not items:
-                self._save_state()
-                return 0
-            dropped = self.buffer.append_json(items)
+            if items:
+                dropped = self.buffer.append_json(items)
+                BUFFERED.set(self.buffer.pending)
             self._save_state()
-            BUFFERED.set(self.buffer.pending)
+            self.received += len(readings)
+            if not items:
+                return 0
         if dropped:
             DROPPED.inc(dropped)
             log.error("bridge buffer full: events dropped", extra={"fields": {"dropped": dropped}})
@@ -235,7 +301,7 @@ class Bridges:
         if self.settings.opcua_url:
             from services.ingest.opcua import OpcUaBridge
 
-            self.opcua = OpcUaBridge(self.settings.opcua_url, self.config, self.runtime)
+            self.opcua = OpcUaBridge(self.settings.opcua_url, self.config, self.runtime, self.settings.opcua_security)
             self._tasks.append(asyncio.create_task(self.opcua.run_forever(), name="bridge-opcua"))
         log.info("bridges started", extra={"fields": {"mqtt": self.settings.mqtt_url, "opcua": self.settings.opcua_url,
                                                       "buffered": self.buffer.pending}})

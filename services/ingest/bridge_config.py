@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-KINDS = ("state", "counter", "analog")
+KINDS = ("state", "counter", "analog", "reason")
+DATA_CHANGE_TRIGGERS = ("StatusValue", "StatusValueTimestamp")
 STATES = ("RUNNING", "IDLE", "SETUP", "DOWN", "BLOCKED", "STARVED", "PLANNED_STOP", "MAINTENANCE", "OFFLINE")
 COUNTER_FIELDS = ("good", "reject")
 DEFAULT_SOURCE = "ingest-bridge"
@@ -29,7 +30,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True, slots=True)
 class TagRule:
     tag: str
-    kind: str                                    # state | counter | analog
+    kind: str                                    # state | counter | analog | reason
     states: Mapping[str, str] = field(default_factory=dict)   # state: raw value (as text) -> state
     counter_field: str = "good"                  # counter: which count of PartsProduced
     rollover: int | None = None                  # counter: the value at which it wraps to 0
@@ -62,6 +63,7 @@ class BridgeConfig:
     client_id: str = "mom-ingest-bridge"
     rebirth_interval_s: float = 5.0
     opcua_publishing_interval_ms: int = 200
+    opcua_data_change_trigger: str = "StatusValue"   # StatusValueTimestamp: a new source timestamp is a new reading
     tags: Mapping[str, TagRule] = field(default_factory=dict)
     equipment: tuple[Equipment, ...] = ()
 
@@ -142,7 +144,7 @@ def _rule(check: _Checker, tag: str, spec: Any, path: str) -> TagRule | None:
         check.fail(f"{path}.kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
         return None
     known = {"state": ("kind", "states"), "counter": ("kind", "field", "rollover"),
-             "analog": ("kind", "parameter", "unit")}[kind]
+             "analog": ("kind", "parameter", "unit"), "reason": ("kind",)}[kind]
     check.unknown(spec, known, path)
     if kind == "state":
         states = {}
@@ -160,6 +162,8 @@ def _rule(check: _Checker, tag: str, spec: Any, path: str) -> TagRule | None:
         if rollover is not None:
             rollover = int(check.number(rollover, f"{path}.rollover", 0, minimum=1, integer=True)) or None
         return TagRule(tag, kind, counter_field=counter_field, rollover=rollover)
+    if kind == "reason":
+        return TagRule(tag, kind)
     parameter = check.string(spec.get("parameter", tag), f"{path}.parameter")
     unit = check.string(spec.get("unit"), f"{path}.unit", required=False)
     return TagRule(tag, kind, parameter=parameter or tag, unit=unit)
@@ -214,7 +218,10 @@ def parse(document: Any, origin: str = "bridge config") -> BridgeConfig:
     mqtt = check.mapping(root.get("mqtt"), "mqtt")
     check.unknown(mqtt, ("json_topics", "sparkplug_groups", "qos", "client_id", "rebirth_interval_s"), "mqtt")
     opcua = check.mapping(root.get("opcua"), "opcua")
-    check.unknown(opcua, ("publishing_interval_ms",), "opcua")
+    check.unknown(opcua, ("publishing_interval_ms", "data_change_trigger"), "opcua")
+    trigger = opcua.get("data_change_trigger", "StatusValue")
+    if trigger not in DATA_CHANGE_TRIGGERS:
+        check.fail("opcua.data_change_trigger", f"must be one of {', '.join(DATA_CHANGE_TRIGGERS)}, got {trigger!r}")
     qos = int(check.number(mqtt.get("qos"), "mqtt.qos", 1, integer=True))
     if qos not in (0, 1, 2):
         check.fail("mqtt.qos", f"must be 0, 1 or 2, got {qos}")
@@ -245,6 +252,7 @@ def parse(document: Any, origin: str = "bridge config") -> BridgeConfig:
         rebirth_interval_s=check.number(mqtt.get("rebirth_interval_s"), "mqtt.rebirth_interval_s", 5.0),
         opcua_publishing_interval_ms=int(check.number(opcua.get("publishing_interval_ms"),
                                                       "opcua.publishing_interval_ms", 200, minimum=10, integer=True)),
+        opcua_data_change_trigger=trigger if trigger in DATA_CHANGE_TRIGGERS else "StatusValue",
         tags=MappingProxyType(_rules(check, root.get("tags"), "tags")),
         equipment=tuple(equipment),
     )

@@ -3,7 +3,9 @@
 A reading is (equipment, tag, value, timestamp) from any bridge (MQTT JSON, Sparkplug B, OPC UA). Its
 rule says what it becomes: a state tag a `MachineStateChanged` (when the state changes), a counter
 tag a `PartsProduced` with the increase since the previous reading (a counter that went down was
-reset and counts from 0, or wrapped at its `rollover`), an analog tag a `ProcessValueMeasured`.
+reset and counts from 0, or wrapped at its `rollover`), an analog tag a `ProcessValueMeasured`. A
+reason tag makes nothing itself: its text is the `reason_code` of the unit's state change with the
+same timestamp (read before it; an empty text is no reason).
 
 Event ids are derived from the reading (origin, equipment, tag, timestamp, value), never from
 arrival or a random source, so a reading delivered again (MQTT redelivery, a bridge restart before
@@ -99,6 +101,9 @@ class Mapper:
             return self._state(rule, reading)
         if rule.kind == "counter":
             return self._counter(rule, reading)
+        if rule.kind == "reason":
+            self._last[f"{reading.equipment_id}|reason"] = [_value_text(reading.value).strip(), reading.timestamp_ms]
+            return []
         return self._analog(rule, reading)
 
     def offline(self, origin: str, equipment_id: str, timestamp_ms: int, cause: str, reason_code: str) -> dict[str, Any]:
@@ -126,11 +131,17 @@ class Mapper:
             return []
         self._last[key] = self._last[last_key] = state
         body: dict[str, Any] = {"equipment_id": reading.equipment_id, "state": state}
-        if reading.reason_code:
-            body["reason_code"] = reading.reason_code
+        reason = reading.reason_code or self._reason_at(reading.equipment_id, reading.timestamp_ms)
+        if reason:
+            body["reason_code"] = reason
         return [self._envelope("MachineStateChanged",
                                event_id(reading.origin, reading.equipment_id, rule.tag, reading.timestamp_ms, state),
                                reading.timestamp_ms, **body)]
+
+    def _reason_at(self, equipment_id: str, timestamp_ms: int) -> str | None:
+        """The unit's reason reading of this instant: a reason read for an earlier change never carries over."""
+        text, at = self._last.get(f"{equipment_id}|reason") or (None, None)
+        return text if at == timestamp_ms and text else None
 
     def _counter(self, rule: TagRule, reading: Reading) -> list[dict[str, Any]]:
         value = reading.value

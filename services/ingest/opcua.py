@@ -6,17 +6,24 @@ watched; when it is lost the bridge reconnects with a growing delay (1 s to 30 s
 again. The server's initial notification after a (re)subscription is the node's current value with
 its source timestamp: the same value gives the same event id, and the mapper's memory turns an
 unchanged counter into nothing and a counter that moved into the increase.
+
+Security (`OpcUaSecurity`, from MOM_INGEST_OPCUA_*): Basic256Sha256 with Sign or SignAndEncrypt, the
+client's certificate and key, the one server certificate trusted, and a user name with its password.
+A refused connection is explained by the setting to look at (`OpcUaSetupError`), logged, kept in
+`last_error`, and tried again with the growing delay: the server's trust list may be fixed meanwhile.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
 
 from asyncua import Client, ua
+from asyncua.crypto import security_policies, uacrypto
 
-from services.ingest.bridge import CONNECTED, MESSAGES, BridgeRuntime
+from services.ingest.bridge import CONNECTED, MESSAGES, BridgeRuntime, OpcUaSecurity
 from services.ingest.bridge_config import BridgeConfig
 from services.ingest.bridge_mapping import Reading
 
@@ -45,7 +52,10 @@ class _Handler:
         MESSAGES.labels(bridge="opcua", outcome="mapped").inc()
 
     def _flush(self) -> None:
-        readings, self._pending = self._pending, []
+        # A publish response groups notifications by monitored item: back to the order they happened in,
+        # a unit's reason before its state of the same instant.
+        readings = sorted(self._pending, key=lambda r: (r.timestamp_ms, not self.bridge.is_reason(r)))
+        self._pending = []
         try:
             self.bridge.runtime.ingest(readings)
         except Exception:  # noqa: BLE001 - one bad batch never stops the bridge
@@ -56,11 +66,84 @@ class _Handler:
         log.warning("OPC UA subscription status changed", extra={"fields": {"status": str(status)}})
 
 
+class OpcUaSetupError(RuntimeError):
+    """The server refused the connection for a reason a setting explains; the message names it."""
+
+
+_USER_REFUSED = ("BadUserAccessDenied", "BadIdentityTokenRejected", "BadIdentityTokenInvalid")
+_CLIENT_CERTIFICATE_REFUSED = ("BadCertificateUntrusted", "BadSecurityChecksFailed", "BadCertificateInvalid",
+                               "BadCertificateUriInvalid", "BadCertificateUseNotAllowed", "BadCertificateTimeInvalid",
+                               "BadCertificateRevoked")
+
+
+def explain(exc: BaseException, security: OpcUaSecurity) -> str | None:
+    """The setting behind a refused connection, or None when it is not a matter of configuration."""
+    code = getattr(exc, "code", None)
+    status = ua.StatusCode(code).name if isinstance(code, int) else ""
+    text = str(exc)
+    if status in _USER_REFUSED:
+        if security.username is None:
+            return (f"MOM_INGEST_OPCUA_USERNAME: the server refuses anonymous sessions ({status}); set it and "
+                    "MOM_INGEST_OPCUA_PASSWORD")
+        return (f"MOM_INGEST_OPCUA_PASSWORD: the server refused user {security.username!r} ({status}): wrong "
+                "password, or MOM_INGEST_OPCUA_USERNAME is not a user of the server")
+    if "certificate mismatch" in text.lower():
+        return (f"MOM_INGEST_OPCUA_SERVER_CERTIFICATE: the server presented a certificate other than the trusted "
+                f"one in {security.server_certificate}")
+    if status in _CLIENT_CERTIFICATE_REFUSED:
+        return (f"MOM_INGEST_OPCUA_CERTIFICATE: the server does not accept the client certificate "
+                f"{security.certificate} ({status}); add it to the server's trusted certificates")
+    if "no matching endpoints" in text.lower():
+        return (f"MOM_INGEST_OPCUA_SECURITY_POLICY / MOM_INGEST_OPCUA_SECURITY_MODE: the server offers no endpoint "
+                f"with {security.policy} {security.mode if security.secure else ''}".rstrip())
+    return None
+
+
+async def _load(kind: str, setting: str, path: Any, password: str = "") -> Any:
+    try:
+        if kind == "certificate":
+            return await uacrypto.load_certificate(str(path))
+        return await uacrypto.load_private_key(str(path), password or None)
+    except Exception as exc:  # noqa: BLE001 - any parse failure: name the setting
+        raise OpcUaSetupError(f"{setting}={str(path)!r}: not a PEM or DER {kind.replace('_', ' ')} "
+                              f"({str(exc) or type(exc).__name__})") from None
+
+
+async def make_client(url: str, security: OpcUaSecurity, *, timeout_s: float = 4.0) -> Client:
+    """An asyncua client configured with the channel's security and the user (not connected yet)."""
+    client = Client(url, timeout=timeout_s)
+    if security.secure:
+        from cryptography import x509
+
+        certificate = await _load("certificate", "MOM_INGEST_OPCUA_CERTIFICATE", security.certificate)
+        await _load("private_key", "MOM_INGEST_OPCUA_PRIVATE_KEY", security.private_key, security.private_key_password)
+        await _load("certificate", "MOM_INGEST_OPCUA_SERVER_CERTIFICATE", security.server_certificate)
+        try:  # the server checks that the session's application URI is the certificate's
+            names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            uris = names.get_values_for_type(x509.UniformResourceIdentifier)
+        except x509.ExtensionNotFound:
+            uris = []
+        if not uris:
+            raise OpcUaSetupError(f"MOM_INGEST_OPCUA_CERTIFICATE={str(security.certificate)!r}: has no application "
+                                  "URI in its subject alternative names, which OPC UA requires")
+        client.application_uri = uris[0]
+        await client.set_security(security_policies.SecurityPolicyBasic256Sha256, str(security.certificate),
+                                  str(security.private_key), security.private_key_password or None,
+                                  str(security.server_certificate), getattr(ua.MessageSecurityMode, security.mode))
+    if security.username:
+        client.set_user(security.username)
+        client.set_password(security.password)
+    return client
+
+
 class OpcUaBridge:
-    def __init__(self, url: str, config: BridgeConfig, runtime: BridgeRuntime) -> None:
+    def __init__(self, url: str, config: BridgeConfig, runtime: BridgeRuntime,
+                 security: OpcUaSecurity | None = None) -> None:
         self.url = url
         self.config = config
         self.runtime = runtime
+        self.security = security or OpcUaSecurity()
+        self.last_error: str | None = None
         # node id (as asyncua prints it) -> (equipment id, tag)
         self.targets: dict[str, tuple[str, str]] = {}
         for unit in config.equipment:
@@ -71,28 +154,87 @@ class OpcUaBridge:
         self._client: Client | None = None
         self._stopping = False
 
+    def is_reason(self, reading: Reading) -> bool:
+        rule = self.runtime.mapper.rule(reading.equipment_id, reading.tag)
+        return rule is not None and rule.kind == "reason"
+
+    async def _check_server_certificate(self) -> None:
+        """Compare the certificate of the server's endpoint with the pinned one before using it.
+
+        A server with another certificate could not read the secure channel's first message and would
+        leave the client waiting for an answer; asking for the endpoints first (allowed unsecured)
+        turns that into an error naming the setting.
+        """
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        endpoints = await Client(self.url, timeout=4).connect_and_get_server_endpoints()
+        policy_uri = security_policies.SecurityPolicyBasic256Sha256.URI
+        mode = getattr(ua.MessageSecurityMode, self.security.mode)
+        endpoint = next((e for e in endpoints if e.SecurityPolicyUri == policy_uri and e.SecurityMode == mode), None)
+        if endpoint is None:
+            raise OpcUaSetupError(f"OPC UA {self.url}: " + (explain(ua.UaError("No matching endpoints"), self.security) or ""))
+        pinned = await uacrypto.load_certificate(str(self.security.server_certificate))
+        presented = endpoint.ServerCertificate or b""
+        expected = pinned.public_bytes(Encoding.DER)
+        if presented[:len(expected)] != expected:
+            raise OpcUaSetupError(f"OPC UA {self.url}: " + (explain(ua.UaError("Server certificate mismatch"),
+                                                                    self.security) or ""))
+
+    async def connect(self) -> Client:
+        """A connected, authenticated session; OpcUaSetupError names the setting when the server refuses it."""
+        client = await make_client(self.url, self.security)
+        if self.security.secure:
+            await self._check_server_certificate()
+        try:
+            await client.connect()
+        except Exception as exc:
+            reason = explain(exc, self.security)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.disconnect(), timeout=2)
+            if reason is not None:
+                raise OpcUaSetupError(f"OPC UA {self.url}: {reason}") from exc
+            raise
+        return client
+
+    async def _subscribe(self, client: Client) -> int:
+        subscription = await client.create_subscription(self.config.opcua_publishing_interval_ms, _Handler(self))
+        nodes = [client.get_node(node_id) for node_id in self.targets]
+        if not nodes:
+            return 0
+        trigger = getattr(ua.DataChangeTrigger, self.config.opcua_data_change_trigger)
+        results = await subscription._subscribe(nodes, ua.AttributeIds.Value, ua.DataChangeFilter(Trigger=trigger),
+                                                queuesize=100, sampling_interval=0)
+        refused = [f"{node.nodeid.to_string()}: {result.name}" for node, result in zip(nodes, results, strict=True)
+                   if isinstance(result, ua.StatusCode)]
+        if refused:
+            log.error("OPC UA nodes not subscribed", extra={"fields": {"nodes": refused}})
+        return len(nodes) - len(refused)
+
     async def run_forever(self) -> None:
         delay = 1.0
         while not self._stopping:
-            client = Client(self.url, timeout=4)
+            client: Client | None = None
             try:
-                await client.connect()
-                subscription = await client.create_subscription(self.config.opcua_publishing_interval_ms, _Handler(self))
-                nodes = [client.get_node(node_id) for node_id in self.targets]
-                if nodes:
-                    await subscription.subscribe_data_change(nodes, queuesize=100, sampling_interval=0)
+                client = await self.connect()
+                monitored = await self._subscribe(client)
                 self._client = client
                 self.connections += 1
+                self.last_error = None
                 self.connected.set()
                 CONNECTED.labels(bridge="opcua").set(1)
-                log.info("OPC UA connected", extra={"fields": {"url": self.url, "monitored_items": len(nodes)}})
+                log.info("OPC UA connected", extra={"fields": {"url": self.url, "monitored_items": monitored,
+                                                               "security": self.security.policy}})
                 delay = 1.0
                 while not self._stopping:
                     await asyncio.sleep(1.0)
                     await client.check_connection()
             except asyncio.CancelledError:
                 raise
+            except OpcUaSetupError as exc:
+                self.last_error = str(exc)
+                log.error("OPC UA connection refused; retrying", extra={"fields": {"error": str(exc), "retry_s": delay}})
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect
+                self.last_error = f"OPC UA {self.url}: {str(exc) or type(exc).__name__}"
                 if not self._stopping:
                     log.warning("OPC UA connection lost; reconnecting", extra={"fields": {
                         "url": self.url, "error": str(exc) or type(exc).__name__, "retry_s": delay}})
@@ -100,10 +242,11 @@ class OpcUaBridge:
                 self.connected.clear()
                 CONNECTED.labels(bridge="opcua").set(0)
                 self._client = None
-                try:
-                    await asyncio.wait_for(client.disconnect(), timeout=2)
-                except Exception:  # noqa: BLE001, S110 - the connection is gone already
-                    pass
+                if client is not None:
+                    try:
+                        await asyncio.wait_for(client.disconnect(), timeout=2)
+                    except Exception:  # noqa: BLE001, S110 - the connection is gone already
+                        pass
             if not self._stopping:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
