@@ -30,24 +30,8 @@ def test_the_run_did_what_it_promised(report):
     assert report["sent"]["bad items"] > 0
 
 
-# Found by this run, without any kill too (only the 1 -> 2 -> 1 rebalance): live execution closes the
-# hour before the shift (04:00 UTC on the small plant's day) for every unit, caused by the unit's first
-# state change, and publishes `<unit>:hour:<start>:closed` and `<unit>:runtime:<start>` for it; the clean
-# replay of the same topics does not (period_versions and period_elements differ). A fix belongs in
-# services/execution; until then only execution's part of these two checks is an expected failure.
-EXECUTION_REPLAY = ("execution's live projection closes the pre-shift hour that its clean replay does not "
-                    "(period_versions, period_elements and the derived :closed/:runtime ids differ); "
-                    "see docs/chaos.md")
-
-
-def split(found: dict) -> dict:
-    if set(found) == {"execution"}:
-        pytest.xfail(f"{EXECUTION_REPLAY}: {found['execution']}")
-    return found
-
-
 def test_every_projection_equals_a_clean_replay(report):
-    assert split({s: r["table_differences"] for s, r in report["services"].items() if r["table_differences"]}) == {}
+    assert {s: r["table_differences"] for s, r in report["services"].items() if r["table_differences"]} == {}
 
 
 def test_every_derived_topic_has_unique_event_ids(report):
@@ -55,8 +39,8 @@ def test_every_derived_topic_has_unique_event_ids(report):
 
 
 def test_every_derived_topic_holds_the_replays_derived_events(report):
-    assert split({s: (r["only_on_topic"], r["only_in_replay"]) for s, r in report["services"].items()
-                  if r["only_on_topic_count"] or r["only_in_replay_count"]}) == {}
+    assert {s: (r["only_on_topic"], r["only_in_replay"]) for s, r in report["services"].items()
+            if r["only_on_topic_count"] or r["only_in_replay_count"]} == {}
 
 
 def test_the_dead_letter_topic_holds_exactly_the_injected_bad_input(report):
