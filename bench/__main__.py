@@ -14,7 +14,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-SCENARIOS = ("raw_consume", "raw_consume_decode", "loop_overhead", "consumer_loop", "faust_agent", "naive_orm", "ingest", "quality", "execution_latency")
+# In this order: the scenarios that read the pre-produced dataset come before those that append to its topic.
+SCENARIOS = ("raw_consume", "raw_consume_decode", "loop_overhead", "execution", "execution_latency", "quality",
+             "maintenance", "inventory", "ingest")
+SERVICES = ("execution", "quality", "maintenance", "inventory")
+# What the issue asks for; the two diagnostics (what decoding costs, the shared loop alone) run with --only.
+DEFAULT = tuple(s for s in SCENARIOS if s not in ("raw_consume_decode", "loop_overhead"))
 RESULTS = Path(__file__).with_name("results")
 
 
@@ -54,38 +59,57 @@ def _pg_version() -> str:
 
 
 def table(results: dict) -> str:
-    head = f"{'scenario':<20} {'events':>10} {'seconds':>9} {'events/s':>11} {'x raw':>7}  notes"
+    head = (f"{'result':<22} {'events':>10} {'seconds':>8} {'events/s':>9} {'x raw':>6} {'x naive':>7} "
+            f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'RSS MB start/peak/end':>22}  notes")
     lines = [head, "-" * len(head)]
     for name, r in results.items():
-        rate = r.get("events_per_s")
-        ratio = r.get("ratio_to_raw_consume")
-        notes = r.get("notes", "") if rate is not None else (r.get("error") or r.get("notes", "")).splitlines()[0]
-        lines.append(f"{name:<20} {r.get('events') or 0:>10,} {r.get('seconds') or 0:>9.2f} "
-                     f"{(f'{rate:,.0f}' if rate else '-'):>11} {(f'{ratio:.3f}' if ratio else '-'):>7}  {notes[:150]}")
+        rate, raw, naive = r.get("events_per_s"), r.get("ratio_to_raw_consume"), r.get("ratio_to_naive")
+        lat, rss = r.get("latency_ms") or {}, r.get("rss_mb") or {}
+        notes = r.get("notes", "") if r.get("error") is None else r["error"].splitlines()[0]
+        memory = f"{rss['start']:.0f}/{rss['peak']:.0f}/{rss['end']:.0f} {'flat' if rss['flat'] else 'GROWS'}" if rss else ""
+        lines.append(
+            f"{name:<22} {r.get('events') or 0:>10,} {r.get('seconds') or 0:>8.1f} {(f'{rate:,.0f}' if rate else '-'):>9} "
+            f"{(f'{raw:.3f}' if raw else ''):>6} {(f'{naive:.1f}' if naive else ''):>7} "
+            f"{lat.get('p50', ''):>7} {lat.get('p95', ''):>7} {lat.get('p99', ''):>7} {memory:>22}  {notes[:110]}")
     return "\n".join(lines)
+
+
+def add_ratios(results: dict) -> None:
+    """Rates (throughput, replay, naive, the raw loops) against raw_consume and against the service's own naive
+    baseline, both from this run. A latency result's rate is the rate it was fed, so it gets none."""
+    base = results.get("raw_consume", {}).get("events_per_s")
+    for r in results.values():
+        rate = r.get("events_per_s")
+        if r.get("kind") == "latency" or not rate:
+            continue
+        r["ratio_to_raw_consume"] = round(rate / base, 4) if base else None
+        naive = results.get(f"{r.get('service')}.naive", {}).get("events_per_s")
+        if naive and r.get("kind") in ("throughput", "replay"):
+            r["ratio_to_naive"] = round(rate / naive, 2)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--only", action="append", default=[], help=f"scenario(s) to run, comma-separated: {', '.join(SCENARIOS)}")
-    parser.add_argument("--events", type=int, default=1_000_000, help="events in the dataset (default 1,000,000)")
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions of the short scenarios (median reported)")
-    parser.add_argument("--faust-events", type=int, default=100_000, help="events the faust agent processes (a subset)")
-    parser.add_argument("--naive-events", type=int, default=20_000, help="events the naive per-event scenario processes")
-    parser.add_argument("--naive-repeat", type=int, default=1,
-                        help="repetitions of naive_orm (default 1: at ~170 events/s one run takes about 2 minutes)")
-    parser.add_argument("--ingest-requests", type=int, default=200)
+    parser.add_argument("--only", action="append", default=[], help=f"scenario(s) to run, comma-separated: {', '.join(SCENARIOS)} (default: all but raw_consume_decode and loop_overhead)")
+    parser.add_argument("--events", type=int, default=1_000_000,
+                        help="events in the dataset and in each service's own throughput and memory run (default 1,000,000)")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions of raw_consume, raw_consume_decode and ingest (median reported)")
+    parser.add_argument("--replay-events", type=int, default=100_000,
+                        help="events at the end of each service's stream replayed into an empty schema (default 100,000)")
+    parser.add_argument("--naive-events", type=int, default=2_000, help="events the naive faust agent processes per service")
+    parser.add_argument("--latency-fraction", type=float, default=0.5,
+                        help="each service's latency run is fed this fraction of the throughput measured just before (default 0.5)")
+    parser.add_argument("--latency-seconds", type=float, default=20.0, help="how long each fixed-rate run feeds its worker")
+    parser.add_argument("--latency-rate", type=int, default=10_000, help="events/s fed to execution in execution_latency (the issue's target point)")
+    parser.add_argument("--ingest-requests", type=int, default=350, help="POSTs per ingest repetition (3 x 350 x 1,000 > 1,000,000 events through one process)")
     parser.add_argument("--ingest-size", type=int, default=1000)
     parser.add_argument("--ingest-connections", type=int, default=4)
-    parser.add_argument("--latency-rate", type=int, default=10_000, help="events/s fed to the worker in execution_latency")
-    parser.add_argument("--latency-seconds", type=float, default=30.0, help="how long execution_latency feeds it")
-    parser.add_argument("--quality-events", type=int, default=60_000,
-                        help="inspections (5 values each) the quality scenario feeds its worker")
+    parser.add_argument("--ingest-latency-size", type=int, default=100, help="events per request in ingest's fixed-rate run")
     parser.add_argument("--profile", type=int, metavar="N", default=0,
                         help="instead of the scenarios: run the execution worker under cProfile for N events and print the top costs")
     parser.add_argument("--keep-stack", action="store_true", help="leave the bench stack running even if this run started it")
     args = parser.parse_args(argv)
-    chosen = [s for group in args.only for s in group.split(",") if s] or list(SCENARIOS)
+    chosen = [s for group in args.only for s in group.split(",") if s] or list(DEFAULT)
     unknown = set(chosen) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s) {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
@@ -106,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             return profile(ctx, min(args.profile, ctx.n))
         results: dict[str, dict] = {}
         began = time.perf_counter()
+        latency = {"latency_fraction": args.latency_fraction, "latency_seconds": args.latency_seconds}
         for name in SCENARIOS:
             if name not in chosen:
                 continue
@@ -113,35 +138,30 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             try:
                 if name == "raw_consume":
-                    r = scenarios.raw_consume(ctx, ctx.n, args.repeat)
+                    out = {name: scenarios.raw_consume(ctx, ctx.n, args.repeat)}
                 elif name == "raw_consume_decode":
-                    r = scenarios.raw_consume_decode(ctx, ctx.n, args.repeat)
+                    out = {name: scenarios.raw_consume_decode(ctx, ctx.n, args.repeat)}
                 elif name == "loop_overhead":
-                    r = scenarios.loop_overhead(ctx, ctx.n)
-                elif name == "consumer_loop":
-                    r = scenarios.consumer_loop(ctx, ctx.n)
-                elif name == "faust_agent":
-                    r = scenarios.faust_agent(ctx, min(args.faust_events, ctx.n))
-                elif name == "quality":
-                    from bench.quality import quality
-                    r = quality(ctx, args.quality_events)
-                elif name == "naive_orm":
-                    r = scenarios.naive_orm(ctx, min(args.naive_events, ctx.n), args.naive_repeat)
+                    out = {name: scenarios.loop_overhead(ctx)}
                 elif name == "execution_latency":
-                    from bench.latency import execution_latency
-                    r = execution_latency(ctx, args.latency_rate, args.latency_seconds)
+                    out = {name: scenarios.execution_latency(ctx, args.latency_rate, args.latency_seconds)}
+                elif name in SERVICES:
+                    out = scenarios.service(ctx, scenarios.workloads()[name], args.events, replay_events=args.replay_events,
+                                            naive_events=args.naive_events, **latency)
                 elif name == "ingest":
-                    r = scenarios.ingest(ctx, args.ingest_requests, args.ingest_size, args.ingest_connections, args.repeat)
+                    out = scenarios.ingest(ctx, args.ingest_requests, args.ingest_size, args.ingest_connections, args.repeat,
+                                           latency_size=args.ingest_latency_size, **latency)
             except Exception as exc:  # noqa: BLE001 - a failed scenario is a result too
-                r = {"events": None, "seconds": None, "events_per_s": None, "error": f"{type(exc).__name__}: {exc}",
-                     "notes": "failed; see error"}
-            r["scenario_wall_s"] = round(time.perf_counter() - t0, 1)
-            results[name] = r
-            log(f"{name}: {r.get('events_per_s')} events/s ({r['scenario_wall_s']} s)")
-        base = results.get("raw_consume", {}).get("events_per_s")
-        for r in results.values():
-            rate = r.get("events_per_s")
-            r["ratio_to_raw_consume"] = round(rate / base, 4) if rate and base else None
+                out = {name: {"events": None, "seconds": None, "events_per_s": None,
+                              "error": f"{type(exc).__name__}: {exc}", "notes": "failed; see error"}}
+            wall = round(time.perf_counter() - t0, 1)
+            for key, r in out.items():
+                r.setdefault("kind", "baseline")
+                results[key] = r
+                log(f"{key}: {r.get('events_per_s')} events/s {r.get('latency_ms') or ''}")
+            results[next(iter(out))]["scenario_wall_s"] = wall
+            log(f"{name}: done in {wall} s")
+        add_ratios(results)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         document = {"timestamp": stamp, "machine": machine(), "dataset": manifest, "arguments": vars(args),
                     "total_wall_s": round(time.perf_counter() - began, 1), "results": results}
@@ -161,22 +181,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def profile(ctx, n: int) -> int:
+    """The execution worker under cProfile over n fresh events like the dataset's (appended to its topic)."""
     import pstats
 
-    out = RESULTS / "profile-consumer_loop.pstats"
+    from bench import scenarios
+    from bench.scratch_run import timed_worker
+
+    out = RESULTS / "profile-execution.pstats"
     RESULTS.mkdir(exist_ok=True)
-    result = scenarios_consumer_loop(ctx, n, out)
-    print(f"profiled run: {result['events']:,} events in {result['seconds']:.1f} s = {result['events_per_s']:,.0f} events/s "
-          f"(under cProfile, slower than a normal run)\n{result['notes']}\n")
+    timed = timed_worker(ctx, "execution", scenarios.EXECUTION.events("profile", n, {}), "SELECT 1",
+                         argv=[sys.executable, "-m", "cProfile", "-o", str(out), "-m", "services.execution"], name="profile")
+    print(f"profiled run: {timed.events:,} events in {timed.seconds:.1f} s = {timed.events_per_s:,.0f} events/s "
+          "(under cProfile, slower than a normal run)\n")
     stats = pstats.Stats(str(out))
     stats.sort_stats("tottime").print_stats(25)
     stats.sort_stats("cumulative").print_stats(40)
     return 0
-
-
-def scenarios_consumer_loop(ctx, n, out):
-    from bench import scenarios
-    return scenarios.consumer_loop(ctx, n, profile_to=out)
 
 
 if __name__ == "__main__":

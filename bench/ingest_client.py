@@ -3,6 +3,10 @@
 `python -m bench.ingest_client URL TOKEN --requests 200 --size 1000 --concurrency 4 --run 1` prints one
 JSON object: accepted events, seconds from the first request sent to the last answer, HTTP statuses.
 Bodies are built and serialised before the clock starts, so the figure is the server's, not the client's.
+
+With `--rate R` (events/s) it sends open loop instead: request i leaves at its slot i * size / R, however
+long earlier answers take, and its latency runs from that slot to the 202 (acceptance: the events are
+on Kafka), so a slow server is not hidden by a client that waits for it. `latencies_ms` lists them.
 """
 from __future__ import annotations
 
@@ -65,11 +69,31 @@ async def main(args: argparse.Namespace) -> dict:
                     elif len(problems) < 3:
                         problems.append(f"{response.status}: {answer[:300]!r}")
 
+        latencies: list[float] = []
+
+        async def timed(body: bytes, slot: float) -> None:
+            nonlocal accepted
+            delay = slot - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            async with session.post(args.url + "/v1/events", data=body, headers=headers) as response:
+                answer = await response.read()
+                statuses[response.status] += 1
+                if response.status == 202:
+                    accepted += orjson.loads(answer).get("accepted", 0)
+                    latencies.append((time.perf_counter() - slot) * 1000)
+                elif len(problems) < 3:
+                    problems.append(f"{response.status}: {answer[:300]!r}")
+
         started = time.perf_counter()
-        await asyncio.gather(*(sender() for _ in range(args.concurrency)))
+        if args.rate:
+            interval = args.size / args.rate
+            await asyncio.gather(*(timed(body, started + i * interval) for i, body in enumerate(payloads)))
+        else:
+            await asyncio.gather(*(sender() for _ in range(args.concurrency)))
         seconds = time.perf_counter() - started
     return {"accepted": accepted, "sent": args.requests * args.size, "seconds": seconds,
-            "statuses": {str(k): v for k, v in statuses.items()}, "problems": problems}
+            "statuses": {str(k): v for k, v in statuses.items()}, "problems": problems, "latencies_ms": latencies}
 
 
 if __name__ == "__main__":
@@ -80,4 +104,5 @@ if __name__ == "__main__":
     parser.add_argument("--size", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--run", default="1")
+    parser.add_argument("--rate", type=float, default=0.0, help="events/s, open loop (default: as fast as answered)")
     print(json.dumps(asyncio.run(main(parser.parse_args()))))

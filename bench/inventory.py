@@ -1,4 +1,11 @@
-"""Genealogy trace speed: `python -m bench.inventory [--url URL]`.
+"""The inventory workload for `python -m bench`, and genealogy trace speed: `python -m bench.inventory [--url URL]`.
+
+The workload: raw material lots received once (plan topic), then execution's ProductionReported and
+backflushed MaterialConsumed in turn (execution topic): each report creates or grows its order's
+output lot, each consumption draws one unit of a raw material first in, first out and adds a
+genealogy edge. The check: the produced quantity, one negative movement per consumption, no refusals.
+
+The trace speed:
 
 Builds a genealogy of `levels x per_level` lots in a scratch inventory schema (default 10 x 1,000 =
 10,000 lots, ten levels deep, every lot made from `fan_in` lots of the level below, about 27,000
@@ -15,11 +22,57 @@ import random
 import statistics
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from bench.scratch_run import Workload
+
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+MATERIALS = 20
+UNITS = 20
+
+
+def _events(run: str, n: int, expected: dict) -> Iterator[tuple[str, dict]]:
+    rng = random.Random(20261102)
+    base = {"source": "bench", "correlation_id": None}
+    start = datetime(2026, 11, 2, 6, tzinfo=UTC)
+    for m in range(MATERIALS):
+        yield ("MaterialLotReceived", {**base, "event_id": f"{run}-rcv-{m}", "occurred_at": start, "recorded_at": start,
+                                       "lot_id": f"LOT-RAW-{run}-{m:02d}", "material_id": f"MAT-RAW-{m:02d}-{run}",
+                                       "quantity": float(n), "unit": "kg", "location_id": "WH-RAW"})
+    expected.update(good=0, consumed=0)
+    for i in range(n):
+        at = start + timedelta(seconds=1 + i)
+        order = f"WO-{run}-{i // 1000}"
+        common = {**base, "event_id": f"{run}-{i}", "occurred_at": at, "recorded_at": at, "order_id": order,
+                  "operation": "0010", "equipment_id": f"acme.site1.area1.line{i % UNITS + 1}.unit1"}
+        if i % 2 == 0:
+            good = rng.randint(1, 10)
+            expected["good"] += good
+            yield ("ProductionReported", {**common, "product_id": f"P-{run}-{i // 1000 % 3}", "lot_id": f"LOT-{order}",
+                                          "good": good, "scrap": 0, "final_operation": True})
+        else:
+            expected["consumed"] += 1
+            yield ("MaterialConsumed", {**common, "material_id": f"MAT-RAW-{i % MATERIALS:02d}-{run}", "quantity": 1.0,
+                                        "produced_lot_id": f"LOT-{order}", "backflushed": True})
+
+
+def _check(found: tuple, expected: dict) -> tuple[bool, str]:
+    good, consumed, refused = (int(v) for v in found)
+    ok = (good, consumed, refused) == (expected["good"], expected["consumed"], 0)
+    return ok, (f"projection {'OK' if ok else 'WRONG'}: {good:,} produced (expected {expected['good']:,}), "
+                f"{consumed:,} consumptions booked (expected {expected['consumed']:,}), {refused} refused (expected 0)")
+
+
+INVENTORY = Workload(
+    service="inventory", events=_events, check=_check,
+    query=('SELECT (SELECT coalesce(sum(produced_good), 0) FROM "{schema}".lot_state), '
+           '(SELECT count(*) FROM "{schema}".movement_ledger WHERE quantity < 0), '
+           '(SELECT count(*) FROM "{schema}".refusal_log)'),
+    describe=(f"{MATERIALS} raw lots received, then ProductionReported and backflushed MaterialConsumed in turn "
+              f"over {UNITS} units (output lots, FIFO draws, genealogy edges, LotConsumed derived)"))
 
 
 def lot_name(level: int, i: int) -> str:

@@ -1,46 +1,58 @@
 """Latency from arrival to committed projection, at a fixed input rate.
 
-A running execution worker (caught up, positions seeded at the current end of its input topics)
-receives machine events produced at a steady rate. An event's arrival is the moment the producer
-hands it to Kafka; it is committed when the worker's position in its partition passes its offset
-(positions commit in the same transaction as the projection rows). A poller reads the positions
-every `poll_ms`, so every latency is over-stated by up to that much, never under-stated.
-
-Appending to the machine topic changes the benchmark dataset; the next run that needs the dataset
-re-creates it (dataset.ensure does that by itself).
+A running worker (caught up: a scratch schema with positions seeded at the current end of its input
+topics) receives its own stream produced at a steady rate. An event arrives at its Kafka record
+timestamp (CreateTime, set by the producer when it takes the event; read back from the delivery
+report), and is committed when the worker's position in its partition passes its offset (positions
+commit in the same transaction as the projection rows). A poller reads the positions every
+`poll_ms`, so every latency is over-stated by up to that much (plus the timestamp's 1 ms), never
+under-stated.
 """
 from __future__ import annotations
 
-import os
-import random
-import signal
+import itertools
+import math
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
-import uuid
+from collections.abc import Iterable, Mapping, Sequence
 
-from confluent_kafka import Producer
-
-from bench import dataset
-from services.common import localstack
-from services.common.kafka import end_offsets
-from services.common.replay import seed_positions
-from services.common.settings import REPO_ROOT
+from bench.scratch_run import ScratchWorker, produce
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (the smallest value with at least q of the values at or below it)."""
+    if not sorted_values:
+        raise ValueError("no values")
+    rank = max(1, math.ceil(q * len(sorted_values) - 1e-9))  # the tolerance keeps 0.95 * 100 at rank 95
+    return sorted_values[min(len(sorted_values), rank) - 1]
 
 
-def _wait_ready(port: int, proc: subprocess.Popen, timeout_s: float = 120.0) -> None:
+def commit_times(start: Mapping[tuple[str, int], int],
+                 observed: Iterable[tuple[float, Mapping[tuple[str, int], int]]]) -> dict[tuple[str, int, int], float]:
+    """(topic, partition, offset) -> the first observation time at which the position had passed it."""
+    committed: dict[tuple[str, int, int], float] = {}
+    reached = dict(start)
+    for at, positions in observed:
+        for tp, position in positions.items():
+            for offset in range(reached.get(tp, 0), position):
+                committed[(*tp, offset)] = at
+            reached[tp] = max(reached.get(tp, 0), position)
+    return committed
+
+
+def summary(latencies_ms: list[float]) -> dict:
+    ordered = sorted(latencies_ms)
+    return {"p50": round(percentile(ordered, 0.50), 1), "p95": round(percentile(ordered, 0.95), 1),
+            "p99": round(percentile(ordered, 0.99), 1), "max": round(ordered[-1], 1),
+            "mean": round(statistics.fmean(ordered), 1)}
+
+
+def wait_ready(port: int, alive, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the worker exited with {proc.returncode}")
+        alive()
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
                 if response.status == 200:
@@ -51,117 +63,74 @@ def _wait_ready(port: int, proc: subprocess.Popen, timeout_s: float = 120.0) -> 
     raise RuntimeError("the worker did not become ready")
 
 
-def execution_latency(ctx, rate: int, seconds: float, poll_ms: float = 10.0) -> dict:
-    """Produce `rate` machine events/s for `seconds` into a caught-up execution worker; latency percentiles."""
-    from services.common.settings import Settings
-    from services.execution.app import build
+def paced(events: Iterable[tuple[str, dict]], rate: float) -> Iterable[tuple[str, dict]]:
+    """The events, each handed on no earlier than its slot at `rate` per second."""
+    began = time.perf_counter()
+    for i, event in enumerate(events):
+        due = began + i / rate
+        now = time.perf_counter()
+        if due > now:
+            time.sleep(due - now)
+        yield event
 
-    ctx.reset_execution()
-    settings = Settings(service="execution", kafka=ctx.kafka, database_url=ctx.config.db_url(), registry_url="")
-    topics = build(settings, ctx.catalogue).input_topics
-    seed_positions(ctx.config.db_url(), "execution", end_offsets(ctx.kafka, topics))
-    start_offsets = {p: o for (t, p), o in end_offsets(ctx.kafka, [ctx.topic]).items()}
 
-    env = {**os.environ, **localstack.service_env(ctx.config, "execution"),
-           "MOM_GROUP_ID": f"bench-latency-{uuid.uuid4().hex[:8]}", "MOM_LOG_LEVEL": "WARNING"}
-    log_path = ctx.config.logs_dir / "bench-execution_latency.log"
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "services.execution"], env=env, cwd=REPO_ROOT,
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    sent: dict[tuple[int, int], float] = {}  # (partition, offset) -> arrival (perf_counter)
-    observed: list[tuple[float, dict[int, int]]] = []
+def fixed_rate(ctx, service: str, events: Iterable[tuple[str, dict]], rate: float, seconds: float, *,
+               env: Mapping[str, str] | None = None, poll_ms: float = 10.0, name: str | None = None) -> dict:
+    """Feed `rate` events/s of the stream for `seconds` to a caught-up worker of `service`; latency percentiles."""
+    total = int(rate * seconds)
+    arrivals: dict[tuple[str, int, int], float] = {}
     failures: list[str] = []
+    observed: list[tuple[float, dict]] = []
     stop = threading.Event()
 
-    def poll_positions() -> None:
-        with ctx.superuser() as conn:
-            while not stop.is_set():
-                rows = conn.execute("SELECT partition, next_offset FROM execution.positions WHERE topic = %s",
-                                    (ctx.topic,)).fetchall()
-                observed.append((time.perf_counter(), dict(rows)))
-                time.sleep(poll_ms / 1000)
+    def delivered(err, msg) -> None:
+        if err is not None:
+            failures.append(str(err))
+        else:
+            arrivals[(msg.topic(), msg.partition(), msg.offset())] = msg.timestamp()[1] / 1000
 
-    try:
-        _wait_ready(ctx.config.port_of("execution"), proc)
+    with ScratchWorker(ctx, service, env=env, name=name or f"{service}-latency") as worker:
+        worker.start()
+        wait_ready(ctx.config.port_of(service), worker.alive)
+
+        def poll_positions() -> None:
+            sql = f'SELECT topic, partition, next_offset FROM "{worker.schema}".positions'
+            with ctx.superuser() as conn:
+                while not stop.is_set():
+                    rows = conn.execute(sql).fetchall()
+                    observed.append((time.time(), {(t, p): o for t, p, o in rows}))
+                    time.sleep(poll_ms / 1000)
+
         poller = threading.Thread(target=poll_positions, daemon=True)
         poller.start()
-        producer = Producer({"bootstrap.servers": ctx.config.bootstrap, "enable.idempotence": True, "acks": "all",
-                             "linger.ms": 1, "compression.type": "lz4"})
-        rng = random.Random(dataset.SEED + 1)
-        run = uuid.uuid4().hex[:6]
-        total = int(rate * seconds)
-        t0_micros = dataset.START_MICROS + (ctx.n + 1) * dataset.STEP_MICROS
-        began = time.perf_counter()
-        for i in range(total):
-            due = began + i / rate
-            now = time.perf_counter()
-            if due > now:
-                producer.poll(0)
-                time.sleep(due - now)
-            unit = dataset.UNITS[rng.randrange(len(dataset.UNITS))]
-            t = t0_micros + i * 1_000
-            record = {"event_id": f"lat-{run}-{i}", "occurred_at": t, "recorded_at": t, "source": "bench",
-                      "correlation_id": None, "equipment_id": unit}
-            if rng.random() < 0.7:
-                event_type, record = "PartsProduced", {**record, "good": rng.randint(1, 10), "reject": 0, "order_id": None}
-            else:
-                event_type, record = "MachineStateChanged", {**record, "state": rng.choice(dataset.STATES), "reason_code": None}
-            arrival = time.perf_counter()
-
-            def delivered(err, msg, arrival=arrival) -> None:
-                if err is not None:
-                    failures.append(str(err))
-                else:
-                    sent[(msg.partition(), msg.offset())] = arrival
-
-            producer.produce(ctx.topic, value=ctx.codec.encode(event_type, record),
-                             key=ctx.catalogue.key_for(event_type, record).encode(), on_delivery=delivered)
-        produce_s = time.perf_counter() - began
-        if producer.flush(60) or failures:
-            raise RuntimeError(f"producing failed: {failures[:3]}")
-        ends = {p: o for (_t, p), o in end_offsets(ctx.kafka, [ctx.topic]).items()}
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if observed and all(observed[-1][1].get(p, 0) >= o for p, o in ends.items()):
-                break
-            if proc.poll() is not None:
-                raise RuntimeError(f"the worker exited with {proc.returncode}; see {log_path}")
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("the worker did not catch up within 300 s after the last event")
-        stop.set()
-        poller.join(5)
-    finally:
-        stop.set()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-    # Each offset's commit time: the first poll whose position is past it.
-    committed: dict[tuple[int, int], float] = {}
-    reached = dict(start_offsets)
-    for at, positions in observed:
-        for partition, position in positions.items():
-            for offset in range(reached.get(partition, 0), position):
-                committed[(partition, offset)] = at
-            reached[partition] = max(reached.get(partition, 0), position)
-    latencies = sorted((committed[k] - arrival) * 1000 for k, arrival in sent.items() if k in committed)
-    if len(latencies) != len(sent):
-        raise RuntimeError(f"{len(sent) - len(latencies)} events never seen committed")
-    p50, p95, p99 = (_percentile(latencies, q) for q in (0.50, 0.95, 0.99))
-    achieved = len(sent) / produce_s
+        try:
+            began = time.perf_counter()
+            produce(ctx, paced(itertools.islice(events, total), rate), on_delivery=delivered, **{"linger.ms": 1})
+            produce_s = time.perf_counter() - began
+            if failures:
+                raise RuntimeError(f"producing failed: {failures[:3]}")
+            ends: dict[tuple[str, int], int] = {}
+            for t, p, o in arrivals:
+                ends[(t, p)] = max(ends.get((t, p), 0), o + 1)
+            deadline = time.monotonic() + 600
+            while not (observed and all(observed[-1][1].get(tp, 0) >= o for tp, o in ends.items())):
+                worker.alive()
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the worker did not catch up within 600 s after the last event")
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            poller.join(5)
+        start = worker.start_offsets
+    committed = commit_times(start, observed)
+    latencies = [(committed[k] - arrival) * 1000 for k, arrival in arrivals.items() if k in committed]
+    if len(latencies) != len(arrivals):
+        raise RuntimeError(f"{len(arrivals) - len(latencies)} events never seen committed")
+    lat = summary(latencies)
     return {
-        "events": len(sent), "seconds": round(produce_s, 3), "events_per_s": round(achieved, 1),
-        "target_rate": rate, "latency_ms": {"p50": round(p50, 1), "p95": round(p95, 1), "p99": round(p99, 1),
-                                            "max": round(latencies[-1], 1),
-                                            "mean": round(statistics.fmean(latencies), 1)},
-        "poll_ms": poll_ms, "log": str(log_path),
-        "notes": (f"python -m services.execution (one worker, caught up) fed {rate:,} machine events/s for {seconds:g} s; "
-                  f"latency from producer hand-off to committed position (positions polled every {poll_ms:g} ms, "
-                  f"so figures are high by up to that); p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms; "
-                  f"target p99 <= 500 ms at 10,000 events/s: {'met' if p99 <= 500 and rate >= 10_000 else 'NOT met'}"),
+        "events": len(arrivals), "seconds": round(produce_s, 3), "events_per_s": round(len(arrivals) / produce_s, 1),
+        "rate_fed": rate, "latency_ms": lat, "poll_ms": poll_ms, "log": str(worker.log_path),
+        "notes": (f"python -m services.{service} (one worker, caught up) fed {rate:,.0f} events/s for {seconds:g} s; "
+                  f"Kafka record timestamp to committed position (polled every {poll_ms:g} ms); "
+                  f"p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms"),
     }

@@ -1,24 +1,26 @@
-"""The scenarios. Each returns a dict: events, seconds, events_per_s, notes (and extras); ratios are added later."""
+"""The scenarios. Each returns a dict of results by name: events, seconds, events_per_s, notes (and
+extras); the ratios to raw_consume and to the service's naive baseline are added by `python -m bench`."""
 from __future__ import annotations
 
-import asyncio
+import itertools
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
+from collections.abc import Iterator
 
-import psycopg
 from confluent_kafka import KafkaError
+from confluent_kafka.admin import NewTopic
 
 from bench import dataset
+from bench.latency import fixed_rate, summary
+from bench.scratch_run import Workload, produce, rss_mb, rss_summary, spawn, stop_process, timed_worker, watch
 from services.common import kafka as mom_kafka
 from services.common import localstack
-from services.common.avro import EventMapper, codec_for
+from services.common.avro import codec_for
 from services.common.catalogue import Catalogue
 from services.common.settings import REPO_ROOT, KafkaSettings
 
@@ -37,46 +39,14 @@ class Context:
         self.topic = dataset.machine_topic(self.catalogue)
         self.kafka = KafkaSettings(bootstrap=config.bootstrap)
         self.log = log
-        self._truth: dict[str, tuple[int, int]] | None = None
 
-    def superuser(self) -> psycopg.Connection:
+    def superuser(self):
+        import psycopg
         return psycopg.connect(self.config.db_url(), autocommit=True)
 
-    def reset_execution(self) -> None:
-        with self.superuser() as conn:
-            # every base table of the schema but Alembic's: the projector's tables change as execution grows
-            tables = [r[0] for r in conn.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'execution' "
-                "AND table_type = 'BASE TABLE' AND table_name <> 'alembic_version'")]
-            conn.execute("TRUNCATE " + ", ".join(f"execution.{t}" for t in tables))
-
-    def progress(self, conn: psycopg.Connection) -> int:
-        return int(conn.execute("SELECT coalesce(sum(next_offset), 0) FROM execution.positions").fetchone()[0])
-
-    def truth(self) -> dict[str, tuple[int, int]]:
-        """event_id -> (good, reject) of every PartsProduced in the dataset (regenerated, not read back)."""
-        if self._truth is None:
-            self._truth = {r["event_id"]: (r["good"], r["reject"])
-                           for t, r in dataset.generate(self.n) if t == "PartsProduced"}
-        return self._truth
-
-    def check_projection(self, whole: bool) -> tuple[bool, str]:
-        """Is execution.production (one row per PartsProduced) right? Whole run: against the manifest; a subset: against processed_events."""
-        with self.superuser() as conn:
-            good, reject = conn.execute(
-                "SELECT coalesce(sum(good), 0), coalesce(sum(reject), 0) FROM execution.production").fetchone()
-            processed = conn.execute("SELECT count(*) FROM execution.processed_events").fetchone()[0]
-            if whole:
-                want_good, want_reject, want_n = self.manifest["good"], self.manifest["reject"], self.n
-            else:
-                truth = self.truth()
-                ids = [r[0] for r in conn.execute("SELECT event_id FROM execution.processed_events")]
-                want_good = sum(truth[i][0] for i in ids if i in truth)
-                want_reject = sum(truth[i][1] for i in ids if i in truth)
-                want_n = processed
-        ok = (int(good), int(reject), int(processed)) == (want_good, want_reject, want_n)
-        return ok, (f"projection {'OK' if ok else 'WRONG'}: good {int(good):,} (expected {want_good:,}), "
-                    f"reject {int(reject):,} (expected {want_reject:,}), processed_events {processed:,} (expected {want_n:,})")
+    def dataset_start(self) -> dict[tuple[str, int], int]:
+        """The machine topic from offset 0, where the dataset (and only it) lies; see dataset.ensure."""
+        return {(self.topic, p): 0 for p in dataset.end_offsets(self.config.bootstrap, self.topic)}
 
 
 def _result(events: int, seconds: float, notes: str, **extra) -> dict:
@@ -93,7 +63,12 @@ def _median_of(runs: list[dict], notes: str, **extra) -> dict:
             "repetitions": len(runs), "runs_events_per_s": rates, "notes": notes, **extra}
 
 
-# 1 and 2 -------------------------------------------------------------------------------------------
+def _failed(exc: Exception, what: str) -> dict:
+    return {"events": None, "seconds": None, "events_per_s": None, "error": f"{type(exc).__name__}: {exc}",
+            "notes": f"{what} failed; see error"}
+
+
+# the raw baseline ------------------------------------------------------------------------------------
 
 
 def _consume_all(ctx: Context, n: int, decode: bool) -> dict:
@@ -133,254 +108,245 @@ def raw_consume_decode(ctx: Context, n: int, repeat: int) -> dict:
     return _median_of(runs, "as raw_consume plus SingleObjectCodec.decode() of every value (fastavro)")
 
 
-# 3 and 4: a worker process, watched through its committed positions ---------------------------------
+# the shared loop alone ------------------------------------------------------------------------------
 
 
-def _rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _watch_worker(ctx: Context, argv: list[str], env: dict, n: int, name: str, timeout_s: float) -> dict:
-    """Start a worker, poll positions every 0.2 s until they sum to n, sample RSS every second, stop it."""
-    log_path = ctx.config.logs_dir / f"bench-{name}.log"
-    t_start = time.perf_counter()
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    rss: list[tuple[float, float]] = []
-    first_t = first_n = rss_at_first_commit = None
-    done_t = None
-    last_rss = 0.0
-    try:
-        with ctx.superuser() as conn:
-            while True:
-                now = time.perf_counter()
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode}; see {log_path}")
-                if now - last_rss >= 1.0:
-                    value = _rss_mb(proc.pid)
-                    if value is not None:
-                        rss.append((now - t_start, value))
-                    last_rss = now
-                done = ctx.progress(conn)
-                if done and first_t is None:
-                    first_t, first_n = time.perf_counter(), done
-                    rss_at_first_commit = _rss_mb(proc.pid)
-                if done >= n:
-                    done_t = time.perf_counter()
-                    break
-                if now - t_start > timeout_s:
-                    raise RuntimeError(f"{name}: only {done:,} of {n:,} events after {timeout_s:.0f} s")
-                time.sleep(0.2)
-        final_rss = _rss_mb(proc.pid)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    events = n - first_n
-    seconds = done_t - first_t
-    out = _result(events, seconds, "", wall_from_process_start_s=round(done_t - t_start, 2),
-                  events_per_s_from_process_start=round(n / (done_t - t_start), 1),
-                  exit_code=proc.returncode, log=str(log_path))
-    if rss:
-        values = [v for _, v in rss] + ([final_rss] if final_rss else [])
-        run_len = rss[-1][0]
-        at20 = next((v for t, v in rss if t >= 0.2 * run_len), values[0])
-        peak = max(values)
-        out["rss_mb"] = {"start": round(values[0], 1),
-                         "at_first_commit": round(rss_at_first_commit, 1) if rss_at_first_commit else None, "at_20pct": round(at20, 1), "peak": round(peak, 1),
-                         "end": round(values[-1], 1), "growth_after_20pct": round(peak - at20, 1),
-                         "flat": peak - at20 <= 0.1 * at20 + 10, "samples": len(values)}
-    return out
-
-
-def consumer_loop(ctx: Context, n: int, profile_to: Path | None = None) -> dict:
-    ctx.reset_execution()
-    env = {**os.environ, **localstack.service_env(ctx.config, "execution"),
-           "MOM_GROUP_ID": f"bench-execution-{uuid.uuid4().hex[:8]}", "MOM_LOG_LEVEL": "WARNING"}
-    argv = [PYTHON, "-m", "services.execution"]
-    if profile_to is not None:
-        argv = [PYTHON, "-m", "cProfile", "-o", str(profile_to), "-m", "services.execution"]
-    result = _watch_worker(ctx, argv, env, n, "consumer_loop" if profile_to is None else "profile", timeout_s=900)
-    ok, check = ctx.check_projection(whole=(n == ctx.n))
-    rss = result.get("rss_mb", {})
-    target = (f"; target >= 30,000 events/s: {'met' if result['events_per_s'] >= 30_000 else 'NOT met'}"
-              f"; RSS peak {rss.get('peak')} MB, {'flat' if rss.get('flat') else 'GROWING'}"
-              f" (target <= 300 MB flat: {'met' if rss.get('peak', 1e9) <= 300 and rss.get('flat') else 'NOT met'})")
-    result["notes"] = ("python -m services.execution (one worker), Kafka to committed projection, "
-                       "timed from the first committed position to the last" + target + "; " + check)
-    result["projection_ok"] = ok
-    with ctx.superuser() as conn:
-        result["outbox_left"] = conn.execute("SELECT count(*) FROM execution.outbox").fetchone()[0]
-        result["dead_letters"] = conn.execute("SELECT count(*) FROM execution.dead_letters").fetchone()[0]
-    return result
-
-
-def loop_overhead(ctx: Context, n: int) -> dict:
+def loop_overhead(ctx: Context) -> dict:
     """The shared loop (services.common.runtime / ConsumerLoop) with bench.overhead_worker's trivial projector."""
     from bench.overhead_worker import DDL, TABLE
 
-    ctx.reset_execution()
-    with ctx.superuser() as conn:
-        conn.execute(DDL.format(schema="execution"))
-        conn.execute(f"ALTER TABLE execution.{TABLE} OWNER TO mom_execution")
-        conn.execute(f"TRUNCATE execution.{TABLE}")
-    env = {**os.environ, **localstack.service_env(ctx.config, "execution"),
-           "MOM_GROUP_ID": f"bench-loop-{uuid.uuid4().hex[:8]}", "MOM_LOG_LEVEL": "WARNING"}
-    result = _watch_worker(ctx, [PYTHON, "-m", "bench.overhead_worker"], env, n, "loop_overhead", timeout_s=900)
-    with ctx.superuser() as conn:
-        events, good, reject = (int(v) for v in conn.execute(
-            f"SELECT coalesce(sum(events), 0), coalesce(sum(good), 0), coalesce(sum(reject), 0) FROM execution.{TABLE}").fetchone())
-        processed = conn.execute("SELECT count(*) FROM execution.processed_events").fetchone()[0]
-        result["dead_letters"] = conn.execute("SELECT count(*) FROM execution.dead_letters").fetchone()[0]
+    timed = timed_worker(ctx, "execution", None, (
+        f'SELECT coalesce(sum(events), 0), coalesce(sum(good), 0), coalesce(sum(reject), 0), '
+        f'(SELECT count(*) FROM "{{schema}}".processed_events) FROM "{{schema}}".{TABLE}'),
+        start=ctx.dataset_start(), argv=[PYTHON, "-m", "bench.overhead_worker"], name="loop_overhead", setup_sql=DDL)
+    found = tuple(int(v) for v in timed.found)
     want = (ctx.n, ctx.manifest["good"], ctx.manifest["reject"], ctx.n)
-    ok = (events, good, reject, processed) == want
-    result["projection_ok"] = ok
-    result["notes"] = ("python -m bench.overhead_worker: the shared worker host and ConsumerLoop with a trivial projector "
-                       "(per-unit counters, one unnest upsert per batch), timed from the first committed position to the last; "
-                       f"counters {'OK' if ok else 'WRONG'}: events {events:,}, good {good:,}, reject {reject:,}, "
-                       f"processed_events {processed:,} (expected {want[0]:,}, {want[1]:,}, {want[2]:,}, {want[3]:,})")
-    return result
+    ok = found == want
+    return _result(timed.events, timed.seconds,
+                   "python -m bench.overhead_worker: the shared worker host and ConsumerLoop with a trivial projector "
+                   "(per-unit counters, one unnest upsert per batch), timed from the first committed position to the last; "
+                   f"counters {'OK' if ok else 'WRONG'}: events, good, reject, processed_events {found} (expected {want})",
+                   kind="throughput", projection_ok=ok, rss_mb=timed.rss_mb, wall_from_process_start_s=timed.wall_s)
 
 
-def faust_agent(ctx: Context, n: int) -> dict:
-    ctx.reset_execution()
-    pylib = ctx.config.state_dir / "pylib"  # cramjam for aiokafka's lz4, installed here only (see README)
-    app_id = f"bench-faust-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "MOM_BENCH_APP_ID": app_id, "MOM_BENCH_BOOTSTRAP": ctx.config.bootstrap,
-           "MOM_DATABASE_URL": localstack.service_env(ctx.config, "execution")["MOM_DATABASE_URL"],
-           "MOM_BENCH_DATADIR": str(ctx.config.state_dir / "faust" / app_id)}
-    if pylib.is_dir():
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pylib), os.environ.get("PYTHONPATH", "")]))
-    (ctx.config.state_dir / "faust").mkdir(parents=True, exist_ok=True)
-    argv = [PYTHON, "-m", "bench.faust_worker", "worker", "-l", "warn", "--without-web"]
+# the services ---------------------------------------------------------------------------------------
+
+
+def _execution_events(run: str, n: int, expected: dict) -> Iterator[tuple[str, dict]]:
+    """The dataset's generator (a scratch schema each run, so repeated ids do no harm)."""
+    expected.update(good=0, reject=0, events=0)
+    for event_type, record in dataset.generate(n):
+        expected["events"] += 1
+        if event_type == "PartsProduced":
+            expected["good"] += record["good"]
+            expected["reject"] += record["reject"]
+        yield event_type, record
+
+
+def _execution_check(found: tuple, expected: dict) -> tuple[bool, str]:
+    good, reject, processed = (int(v) for v in found)
+    ok = (good, reject, processed) == (expected["good"], expected["reject"], expected["events"])
+    return ok, (f"projection {'OK' if ok else 'WRONG'}: good {good:,} (expected {expected['good']:,}), reject {reject:,} "
+                f"(expected {expected['reject']:,}), processed_events {processed:,} (expected {expected['events']:,})")
+
+
+EXECUTION = Workload(
+    service="execution", events=_execution_events, check=_execution_check,
+    query=('SELECT (SELECT coalesce(sum(good), 0) FROM "{schema}".production), '
+           '(SELECT coalesce(sum(reject), 0) FROM "{schema}".production), '
+           '(SELECT count(*) FROM "{schema}".processed_events)'),
+    describe="the dataset: PartsProduced and MachineStateChanged over 200 units (downtime derived)")
+
+
+def workloads() -> dict[str, Workload]:
+    from bench.inventory import INVENTORY
+    from bench.maintenance import MAINTENANCE
+    from bench.quality import QUALITY
+    return {w.service: w for w in (EXECUTION, QUALITY, MAINTENANCE, INVENTORY)}
+
+
+def service(ctx: Context, workload: Workload, n: int, *, replay_events: int, latency_fraction: float,
+            latency_seconds: float, naive_events: int) -> dict[str, dict]:
+    """One service: throughput and memory over n events (execution: the dataset), replay of the tail, latency
+    at a fraction of the throughput just measured, and the naive baseline; one result each."""
+    name = workload.service
+    out: dict[str, dict] = {}
+    expected: dict = {}
+    if name == "execution":  # the pre-produced dataset, so the 1M run needs no producing
+        events, start = None, ctx.dataset_start()
+        expected.update(good=ctx.manifest["good"], reject=ctx.manifest["reject"], events=ctx.n)
+        n = ctx.n
+    else:
+        events, start = workload.events(uuid.uuid4().hex[:8], n, expected), None
+        ctx.log(f"{name}: producing {n:,} events, then one worker over them")
     try:
-        result = _watch_worker(ctx, argv, env, n, "faust_agent", timeout_s=600)
-    except RuntimeError as exc:
-        log = ctx.config.logs_dir / "bench-faust_agent.log"
-        tail = localstack._tail(log, 8)
-        return {"events": n, "seconds": None, "events_per_s": None, "error": f"{exc}\n{tail}",
-                "notes": "faust could not process the topic; see error"}
-    ok, check = ctx.check_projection(whole=(n == ctx.n))
-    result["projection_ok"] = ok
-    result["notes"] = (f"faust 0.15 agent (aiokafka driver), stream.take_events(2000, within=0.05), same codec, mapper "
-                       f"and ExecutionProjector, one transaction per batch; N={n:,}"
-                       f"{' (a subset of the topic)' if n != ctx.n else ''}; {check}")
-    return result
-
-
-# 5 -----------------------------------------------------------------------------------------------------
-
-
-async def _naive(ctx: Context, n: int) -> dict:
-    from sqlalchemy import text
-
-    from services.common.db import claim_event_ids, make_engine
-    from services.execution.events import CONSUMED, EMITTED
-    from services.execution.projections import ExecutionProjector
-
-    ctx.reset_execution()
-    engine = make_engine(localstack.service_env(ctx.config, "execution")["MOM_DATABASE_URL"], "execution")
-    mapper = EventMapper(CONSUMED + EMITTED)
-    projector = ExecutionProjector()
-    upsert = text("""INSERT INTO positions (topic, partition, next_offset) VALUES (:t, :p, :o)
-                     ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset""")
-    consumer = mom_kafka.consumer(ctx.kafka, f"bench-naive-{uuid.uuid4().hex[:8]}")
-    consumer.subscribe([ctx.topic])
-    count = 0
-    first = None
+        timed = timed_worker(ctx, name, events, workload.query, env=workload.env, start=start,
+                             replay_events=replay_events)
+    except Exception as exc:  # noqa: BLE001 - a failed scenario is a result too
+        return {name: {**_failed(exc, name), "kind": "throughput", "service": name}}
+    ok, check = workload.check(timed.found, expected)
+    rss = timed.rss_mb
+    extra = {}
+    if workload.per_event:
+        unit, per = workload.per_event
+        extra[f"{unit}_per_s"] = round(timed.events_per_s * per, 1)
+    out[name] = _result(timed.events, timed.seconds, (
+        f"python -m services.{name} (one worker), {workload.describe}; Kafka to committed projection, timed from the "
+        f"first committed position to the last; {n:,} events; RSS start {rss.get('start')} MB, peak {rss.get('peak')} MB, "
+        f"end {rss.get('end')} MB ({'flat' if rss.get('flat') else 'GROWING'}); {check}"),
+        kind="throughput", service=name, projection_ok=ok, rss_mb=rss, wall_from_process_start_s=timed.wall_s, **extra)
+    if timed.replay:
+        r = timed.replay
+        out[f"{name}.replay"] = {**r, "kind": "replay", "service": name, "notes": (
+            f"services.common.replay.rebuild (what `mom replay {name}` runs) of the last {r.get('segment_events', r['events']):,} "
+            f"events of that stream into an empty schema, one process, timed from the first committed position to the "
+            f"last; the whole rebuild with group join took {r['rebuild_seconds']} s")}
+    rate = max(100, round(timed.events_per_s * latency_fraction, -2))
     try:
-        while count < n:
-            records = await asyncio.to_thread(consumer.consume, 2000, 1.0)
-            if first is None and records:
-                first = time.perf_counter()
-            for record in records:
-                if record.error() is not None or count >= n:
-                    continue
-                event_type, body = ctx.codec.decode(record.value())
-                event = mapper.to_event(event_type, body)
-                async with engine.begin() as conn:  # one transaction per event: the defect §2.5 forbids
-                    if await claim_event_ids(conn, [event.event_id]):
-                        await projector.apply(conn, [event])
-                    await conn.execute(upsert, {"t": record.topic(), "p": record.partition(), "o": record.offset() + 1})
-                count += 1
-        seconds = time.perf_counter() - first
+        total = int(rate * latency_seconds)
+        out[f"{name}.latency"] = {**fixed_rate(ctx, name, workload.events(uuid.uuid4().hex[:8], total, {}), rate,
+                                               latency_seconds, env=workload.env),
+                                  "kind": "latency", "service": name,
+                                  "rate_basis": f"{latency_fraction:.0%} of the {timed.events_per_s:,.0f} events/s measured above"}
+    except Exception as exc:  # noqa: BLE001
+        out[f"{name}.latency"] = {**_failed(exc, "latency"), "kind": "latency", "service": name}
+    try:
+        out[f"{name}.naive"] = {**naive(ctx, workload, naive_events), "kind": "naive", "service": name}
+    except Exception as exc:  # noqa: BLE001
+        out[f"{name}.naive"] = {**_failed(exc, "naive"), "kind": "naive", "service": name}
+    return out
+
+
+def execution_latency(ctx: Context, rate: int, seconds: float) -> dict:
+    """The issue's target point: execution fed 10,000 events/s, whatever it sustains."""
+    result = fixed_rate(ctx, "execution", EXECUTION.events("lat", int(rate * seconds), {}), rate, seconds)
+    p99 = result["latency_ms"]["p99"]
+    result["notes"] += f"; target p99 <= 500 ms at 10,000 events/s: {'met' if p99 <= 500 and rate >= 10_000 else 'NOT met'}"
+    return {**result, "kind": "latency", "service": "execution"}
+
+
+# the naive baseline ---------------------------------------------------------------------------------
+
+
+def naive(ctx: Context, workload: Workload, n: int) -> dict:
+    """bench.faust_worker (a faust agent, one ORM upsert per event) over the first n events of the service's
+    stream, copied to a topic of their own so that faust reads only them from the start."""
+    from bench.faust_worker import DDL, PROGRESS
+
+    run = uuid.uuid4().hex[:8]
+    topic, schema = f"bench.naive.{workload.service}.{run}", f"naive_bench_{run}"
+    admin = mom_kafka.admin(ctx.kafka)
+    for future in admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=1)]).values():
+        future.result()
+    try:
+        count = produce(ctx, itertools.islice(workload.events(run, n, {}), n), topic=topic)
+        (ctx.config.state_dir / "faust").mkdir(parents=True, exist_ok=True)
+        with ctx.superuser() as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+            conn.execute(DDL.format(schema=f'"{schema}"'))
+        env = {**os.environ, "MOM_BENCH_APP_ID": f"bench-naive-{run}", "MOM_BENCH_BOOTSTRAP": ctx.config.bootstrap,
+               "MOM_BENCH_TOPIC": topic, "MOM_DATABASE_URL": ctx.config.db_url(), "MOM_DB_SCHEMA": schema,
+               "MOM_BENCH_DATADIR": str(ctx.config.state_dir / "faust" / run)}
+        proc, log_path = spawn(ctx, [PYTHON, "-m", "bench.faust_worker", "worker", "-l", "warn", "--without-web"], env,
+                               f"naive-{workload.service}")
+
+        def alive() -> None:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the faust agent exited with {proc.returncode}; see {log_path}")
+
+        try:
+            with ctx.superuser() as conn:
+                sql = PROGRESS.format(schema=f'"{schema}"')
+                watched = watch(proc, lambda: int(conn.execute(sql).fetchone()[0]), count, alive, 900, "naive")
+        finally:
+            stop_process(proc)
     finally:
-        consumer.close()
-        await engine.dispose()
-    return _result(count, seconds, "")
+        with ctx.superuser() as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        for future in admin.delete_topics([topic], operation_timeout=30).values():
+            future.result()
+    return _result(count - watched.first_n, watched.seconds, (
+        f"faust agent (aiokafka driver) reading event by event, codec decode, one SQLAlchemy ORM upsert "
+        f"(INSERT .. ON CONFLICT on a row per key) in its own transaction per event; the first {count:,} events "
+        f"of the {workload.service} stream"), rss_mb=watched.rss_mb)
 
 
-def naive_orm(ctx: Context, n: int, repeat: int) -> dict:
-    runs = []
-    checks = []
-    for _ in range(repeat):
-        runs.append(asyncio.run(_naive(ctx, n)))
-        checks.append(ctx.check_projection(whole=(n == ctx.n)))
-    ok = all(c[0] for c in checks)
-    return _median_of(runs, "one transaction per event (claim id, ExecutionProjector.apply([event]), position upsert) "
-                      f"from a confluent consume loop, N={n:,} subset; {checks[-1][1]}", projection_ok=ok)
+# ingest ---------------------------------------------------------------------------------------------
 
 
-# 6 -----------------------------------------------------------------------------------------------------
-
-
-def ingest(ctx: Context, requests: int, size: int, concurrency: int, repeat: int) -> dict:
-    if not (REPO_ROOT / "services" / "ingest" / "__main__.py").exists():
-        return {"events": requests * size, "seconds": None, "events_per_s": None, "skipped": True,
-                "notes": "skipped: services/ingest has no __main__.py in this checkout"}
+def ingest(ctx: Context, requests: int, size: int, concurrency: int, repeat: int, *, latency_fraction: float,
+           latency_seconds: float, latency_size: int) -> dict[str, dict]:
+    """One ingest process: accepted events/s (median of `repeat` client runs), its RSS over all of them, and the
+    latency from a request's slot to its 202 at a fixed rate, a fraction of the throughput just measured."""
     env_ingest = localstack.service_env(ctx.config, "ingest")
-    env = {**os.environ, **env_ingest, "MOM_LOG_LEVEL": "WARNING"}
     url = f"http://127.0.0.1:{ctx.config.ingest_port}"
     token = env_ingest["MOM_INGEST_TOKENS"].split(",")[0].partition(":")[2] or env_ingest["MOM_INGEST_TOKENS"]
-    log_path = ctx.config.logs_dir / "bench-ingest.log"
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen([PYTHON, "-m", "services.ingest"], env=env, cwd=REPO_ROOT, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    runs = []
-    problems = []
+    proc, log_path = spawn(ctx, [PYTHON, "-m", "services.ingest"], {**os.environ, **env_ingest, "MOM_LOG_LEVEL": "WARNING"},
+                           "ingest")
+    samples: list[tuple[float, float]] = []
+    began = time.perf_counter()
+
+    def client(*args: str) -> dict:
+        """Run the client, sampling ingest's RSS every second meanwhile."""
+        out = ctx.config.state_dir / f"bench-ingest-client-{uuid.uuid4().hex[:6]}.json"
+        with open(out, "wb") as sink:
+            child = subprocess.Popen([PYTHON, "-m", "bench.ingest_client", url, token, *args], cwd=REPO_ROOT,
+                                     stdout=sink, stderr=subprocess.PIPE)
+            while child.poll() is None:
+                value = rss_mb(proc.pid)
+                if value is not None:
+                    samples.append((time.perf_counter() - began, value))
+                time.sleep(1.0)
+        try:
+            if child.returncode != 0:
+                raise RuntimeError(f"ingest client failed: {child.stderr.read()[-2000:]!r}")
+            return json.loads(out.read_text())
+        finally:
+            out.unlink(missing_ok=True)
+
+    out: dict[str, dict] = {}
     try:
         if not _wait_http(url + "/healthz", proc, 60):
-            return {"events": requests * size, "seconds": None, "events_per_s": None, "skipped": True,
-                    "notes": "skipped: ingest did not answer /healthz in 60 s: "
-                             + (localstack._tail(log_path, 8).strip().splitlines() or ["(no log)"])[-1]}
+            raise RuntimeError("ingest did not answer /healthz in 60 s: "
+                               + (localstack._tail(log_path, 8).strip().splitlines() or ["(no log)"])[-1])
+        runs, problems = [], []
         for i in range(repeat):
-            answer = subprocess.run([PYTHON, "-m", "bench.ingest_client", url, token, "--requests", str(requests),
-                                     "--size", str(size), "--concurrency", str(concurrency),
-                                     "--run", f"{uuid.uuid4().hex[:6]}-{i}"],
-                                    cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-            if answer.returncode != 0:
-                raise RuntimeError(f"ingest client failed: {answer.stderr[-2000:]}")
-            run = json.loads(answer.stdout)
+            run = client("--requests", str(requests), "--size", str(size), "--concurrency", str(concurrency),
+                         "--run", f"{uuid.uuid4().hex[:6]}-{i}")
             if run["accepted"] != run["sent"] or set(run["statuses"]) != {"202"}:
                 problems.append(f"run {i}: accepted {run['accepted']} of {run['sent']}, statuses {run['statuses']}, {run['problems']}")
             runs.append(_result(run["accepted"], run["seconds"], "", statuses=run["statuses"]))
-        rss = _rss_mb(proc.pid)
+        accepted = sum(r["events"] for r in runs)
+        notes = (f"python -m services.ingest (one process), {requests} POSTs x {size} events, {concurrency} connections "
+                 f"from a separate aiohttp client process; accepted events/s; RSS over all {accepted:,} accepted events")
+        if problems:
+            notes += "; PROBLEMS: " + " | ".join(problems)
+        out["ingest"] = {**_median_of(runs, notes, all_accepted=not problems), "kind": "throughput", "service": "ingest",
+                         "rss_mb": rss_summary(samples), "events_through_process": accepted}
+        rate = max(100, round(out["ingest"]["events_per_s"] * latency_fraction, -2))
+        try:
+            lat = client("--requests", str(max(1, int(rate * latency_seconds / latency_size))), "--size", str(latency_size),
+                         "--concurrency", str(concurrency), "--rate", str(rate), "--run", uuid.uuid4().hex[:6])
+            if set(lat["statuses"]) != {"202"}:
+                raise RuntimeError(f"not every request was accepted: {lat['statuses']} {lat['problems']}")
+            lat_ms = summary(lat["latencies_ms"])
+            out["ingest.latency"] = {
+                "events": lat["accepted"], "seconds": round(lat["seconds"], 3),
+                "events_per_s": round(lat["accepted"] / lat["seconds"], 1), "rate_fed": rate, "latency_ms": lat_ms,
+                "kind": "latency", "service": "ingest",
+                "rate_basis": f"{latency_fraction:.0%} of the {out['ingest']['events_per_s']:,.0f} events/s measured above",
+                "notes": (f"requests of {latency_size} events sent open loop at {rate:,.0f} events/s for {latency_seconds:g} s; "
+                          f"from each request's slot to its 202 (events on Kafka); p50 {lat_ms['p50']:.0f} ms, "
+                          f"p95 {lat_ms['p95']:.0f} ms, p99 {lat_ms['p99']:.0f} ms")}
+        except Exception as exc:  # noqa: BLE001
+            out["ingest.latency"] = {**_failed(exc, "ingest latency"), "kind": "latency", "service": "ingest"}
+    except Exception as exc:  # noqa: BLE001
+        out.setdefault("ingest", {**_failed(exc, "ingest"), "kind": "throughput", "service": "ingest"})
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(40)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    notes = (f"python -m services.ingest (one process), {requests} POSTs x {size} events, {concurrency} connections "
-             f"from a separate aiohttp client process; accepted events/s; ingest RSS at end {rss:.0f} MB")
-    if problems:
-        notes += "; PROBLEMS: " + " | ".join(problems)
-    # ingest wrote to the machine topic: the dataset there is no longer exactly N events
-    dataset.manifest_path(ctx.config.state_dir).unlink(missing_ok=True)
-    return _median_of(runs, notes, all_accepted=not problems)
+        stop_process(proc)
+        # ingest wrote to the machine topic: the dataset there is no longer exactly N events
+        dataset.manifest_path(ctx.config.state_dir).unlink(missing_ok=True)
+    return out
 
 
 def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> bool:

@@ -1,22 +1,27 @@
 """One service worker process timed over a stream of its own, in a scratch schema.
 
-The scenarios of the domain services (quality, maintenance) share this: migrate a scratch schema,
-seed its positions at the current end of the service's input topics (so only this run's events
-count), produce the stream, start `python -m services.<service>` on that schema, and time it from
-its first committed position to the last. A query then reads what the projection holds, before the
-scratch schema is dropped.
+Every service scenario shares this: migrate a scratch schema, seed its positions at the start of the
+segment to read (by default the current end of the service's input topics, so only this run's events
+count), produce the stream, start `python -m services.<service>` on that schema, and time it from its
+first committed position to the last while sampling its resident memory. A query then reads what the
+projection holds; optionally the tail of the segment is replayed (`services.common.replay.rebuild`,
+what `mom replay` runs) into a second, empty schema, before both are dropped.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import import_module
+from pathlib import Path
+
+import psycopg
 
 from services.common import kafka as mom_kafka
 from services.common import localstack
@@ -25,75 +30,240 @@ from services.common.migrations import upgrade
 from services.common.replay import seed_positions
 from services.common.settings import REPO_ROOT
 
+Offsets = dict[tuple[str, int], int]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A service's benchmark stream and how to check what its projection made of it.
+
+    `events(run, n, expected)` yields (event type, record) and fills `expected` as it goes; `check(found,
+    expected)` compares the row `query` (with `{schema}`) returned against it: (ok, text)."""
+    service: str
+    events: Callable[[str, int, dict], Iterable[tuple[str, dict]]]
+    query: str
+    check: Callable[[tuple, dict], tuple[bool, str]]
+    describe: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    per_event: tuple[str, int] | None = None  # e.g. ("values", 5): a second rate, in the workload's own unit
+
 
 @dataclass(frozen=True)
 class Timed:
     events: int       # events processed from the first committed position to the last
     seconds: float
     found: tuple      # the row the query returned
+    rss_mb: dict      # start, at first commit, at 20 %, peak, end, flat
+    wall_s: float     # from process start to the last commit
+    replay: dict | None = None
 
     @property
     def events_per_s(self) -> float:
         return self.events / self.seconds
 
 
-def produce(ctx, events: Sequence[tuple[str, dict]]) -> None:
-    """Each (event type, record) to its catalogue topic, keyed as the catalogue says."""
-    producer = mom_kafka.producer(ctx.kafka)
+def produce(ctx, events: Iterable[tuple[str, dict]], on_delivery=None, topic: str | None = None, **overrides) -> int:
+    """Each (event type, record) to its catalogue topic (or to `topic`), keyed as the catalogue says; returns the count."""
+    producer = mom_kafka.producer(ctx.kafka, **overrides)
+    count = 0
     for event_type, record in events:
-        producer.produce(ctx.catalogue.topic_for(event_type).name,
-                         key=ctx.catalogue.key_for(event_type, record).encode(),
-                         value=ctx.codec.encode(event_type, record))
-        producer.poll(0)
-    assert producer.flush(60) == 0
-
-
-def timed_worker(ctx, service: str, events: Sequence[tuple[str, dict]], query: str, *,
-                 env: Mapping[str, str] | None = None, timeout_s: float = 900.0) -> Timed:
-    """Run the stream through one worker of `service`; `query` (with `{schema}`) reads the result."""
-    run = uuid.uuid4().hex[:8]
-    schema = f"{service}_bench_{run}"
-    admin = ctx.config.db_url()
-    upgrade(admin, service, schema=schema)
-    settings = import_module(f"services.{service}.settings").from_env()
-    topics = import_module(f"services.{service}.app").build(settings, ctx.catalogue).input_topics
-    start = end_offsets(ctx.kafka, topics)
-    seed_positions(admin, schema, start)
-    produce(ctx, events)
-    target = sum(end_offsets(ctx.kafka, topics).values()) - sum(start.values())
-    worker_env = {**os.environ, **localstack.service_env(ctx.config, service), "MOM_DATABASE_URL": admin,
-                  "MOM_DB_SCHEMA": schema, "MOM_GROUP_ID": f"bench-{service}-{run}", "MOM_LOG_LEVEL": "WARNING",
-                  "MOM_HTTP_PORT": "0", **(env or {})}
-    log_path = ctx.config.logs_dir / f"bench-{service}.log"
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", f"services.{service}"], env=worker_env, cwd=REPO_ROOT,
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    first_t = first_n = None
-    began = time.perf_counter()
-    try:
-        with ctx.superuser() as conn:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the {service} worker exited with {proc.returncode}; see {log_path}")
-                done = int(conn.execute(f'SELECT coalesce(sum(next_offset), 0) FROM "{schema}".positions')
-                           .fetchone()[0]) - sum(start.values())
-                if done > 0 and first_t is None:
-                    first_t, first_n = time.perf_counter(), done
-                if done >= target:
-                    done_t = time.perf_counter()
-                    break
-                if time.perf_counter() - began > timeout_s:
-                    raise RuntimeError(f"{service}: only {done:,} of {target:,} events after {timeout_s:.0f} s")
-                time.sleep(0.2)
-            found = tuple(conn.execute(query.format(schema=schema)).fetchone())
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+        value = ctx.codec.encode(event_type, record)
+        key = ctx.catalogue.key_for(event_type, record).encode()
+        while True:
             try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                producer.produce(topic or ctx.catalogue.topic_for(event_type).name, key=key, value=value, on_delivery=on_delivery)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.05)
+        count += 1
+        if count % 1000 == 0:
+            producer.poll(0)
+    if producer.flush(120):
+        raise RuntimeError("producing the benchmark stream: messages left undelivered after 120 s")
+    return count
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def rss_summary(samples: Sequence[tuple[float, float]], at_first_commit: float | None = None) -> dict:
+    """(seconds since start, MB) samples -> start, at 20 % of the run, peak, end and whether it stayed flat
+    (peak at most 10 % + 10 MB above the value at 20 %, once start-up allocations are done). Start is the
+    value at the first commit, when the worker has loaded and connected (a sample at process birth
+    shows only the interpreter starting), or the first sample after 3 s without one."""
+    if not samples:
+        return {}
+    values = [v for _, v in samples]
+    start = at_first_commit or next((v for t, v in samples if t >= 3.0), values[0])
+    at20 = next((v for t, v in samples if t >= 0.2 * samples[-1][0]), values[0])
+    peak = max(values)
+    return {"start": round(start, 1), "at_first_commit": round(at_first_commit, 1) if at_first_commit else None,
+            "at_20pct": round(at20, 1), "peak": round(peak, 1), "end": round(values[-1], 1),
+            "growth_after_20pct": round(peak - at20, 1), "flat": peak - at20 <= 0.1 * at20 + 10, "samples": len(values)}
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def spawn(ctx, argv: Sequence[str], env: Mapping[str, str], name: str) -> tuple[subprocess.Popen, Path]:
+    log_path = ctx.config.logs_dir / f"bench-{name}.log"
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(list(argv), env=dict(env), cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    return proc, log_path
+
+
+class ScratchWorker:
+    """`with ScratchWorker(ctx, service) as w:` a migrated scratch schema with positions seeded at the segment
+    start; `w.start()` runs the worker on it. On exit the worker is stopped and the schema dropped."""
+
+    def __init__(self, ctx, service: str, *, start: Offsets | None = None, env: Mapping[str, str] | None = None,
+                 argv: Sequence[str] | None = None, name: str | None = None, setup_sql: str = "") -> None:
+        self.ctx, self.service, self.name = ctx, service, name or service
+        self.run = uuid.uuid4().hex[:8]
+        self.schema = f"{service}_bench_{self.run}"
+        self.admin = ctx.config.db_url()
+        self.argv = list(argv or [sys.executable, "-m", f"services.{service}"])
+        self.env = {**os.environ, **localstack.service_env(ctx.config, service), "MOM_DATABASE_URL": self.admin,
+                    "MOM_DB_SCHEMA": self.schema, "MOM_GROUP_ID": f"bench-{self.name}-{self.run}",
+                    "MOM_LOG_LEVEL": "WARNING", **(env or {})}
+        self._start_override = start or {}
+        self._setup_sql = setup_sql
+        self.proc: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+        self.dropped: list[str] = [self.schema]
+
+    def __enter__(self) -> ScratchWorker:
+        upgrade(self.admin, self.service, schema=self.schema)
+        if self._setup_sql:
+            with psycopg.connect(self.admin, autocommit=True) as conn:
+                conn.execute(self._setup_sql.format(schema=f'"{self.schema}"'))
+        settings = import_module(f"services.{self.service}.settings").from_env()
+        self.topics = import_module(f"services.{self.service}.app").build(settings, self.ctx.catalogue).input_topics
+        self.start_offsets: Offsets = {**end_offsets(self.ctx.kafka, self.topics), **self._start_override}
+        seed_positions(self.admin, self.schema, self.start_offsets)
+        return self
+
+    def start(self) -> subprocess.Popen:
+        self.proc, self.log_path = spawn(self.ctx, self.argv, self.env, self.name)
+        return self.proc
+
+    def done(self, conn: psycopg.Connection) -> int:
+        """Events committed since the segment start."""
+        total = conn.execute(f'SELECT coalesce(sum(next_offset), 0) FROM "{self.schema}".positions').fetchone()[0]
+        return int(total) - sum(self.start_offsets.values())
+
+    def alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"the {self.name} worker exited with {self.proc.returncode}; see {self.log_path}")
+
+    def __exit__(self, *_exc) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            for schema in self.dropped:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def tail_start(start: Offsets, end: Offsets, events: int) -> Offsets:
+    """Where to start reading so that about `events` of the segment start..end are left, taken from every
+    partition in proportion to its share of the segment."""
+    total = sum(end[tp] - start.get(tp, 0) for tp in end)
+    if events >= total or total == 0:
+        return dict(start)
+    return {tp: end[tp] - round((end[tp] - start.get(tp, 0)) * events / total) for tp in end}
+
+
+@dataclass(frozen=True)
+class Watched:
+    first_n: int      # already committed when the first commit was seen (not timed)
+    seconds: float    # from the first commit seen to the target
+    wall_s: float     # from the call (about the process start) to the target
+    rss_mb: dict
+
+
+def watch(proc: subprocess.Popen, progress: Callable[[], int], target: int, alive: Callable[[], None],
+          timeout_s: float, name: str) -> Watched:
+    """Poll `progress()` every 0.2 s until it reaches `target`, sampling the process's RSS every second."""
+    began = time.perf_counter()
+    samples: list[tuple[float, float]] = []
+    first_t = first_n = at_first_commit = None
+    last_sample = -1.0
+    while True:
+        alive()
+        now = time.perf_counter()
+        if now - last_sample >= 1.0:
+            value = rss_mb(proc.pid)
+            if value is not None:
+                samples.append((now - began, value))
+            last_sample = now
+        done = progress()
+        if done > 0 and first_t is None:
+            first_t, first_n, at_first_commit = time.perf_counter(), done, rss_mb(proc.pid)
+        if done >= target:
+            done_t = time.perf_counter()
+            break
+        if now - began > timeout_s:
+            raise RuntimeError(f"{name}: only {done:,} of {target:,} events after {timeout_s:.0f} s")
+        time.sleep(0.2)
+    final = rss_mb(proc.pid)
+    if final is not None:
+        samples.append((time.perf_counter() - began, final))
+    return Watched(first_n=first_n, seconds=done_t - first_t, wall_s=round(done_t - began, 2),
+                   rss_mb=rss_summary(samples, at_first_commit))
+
+
+def timed_worker(ctx, service: str, events: Iterable[tuple[str, dict]] | None, query: str, *,
+                 env: Mapping[str, str] | None = None, start: Offsets | None = None, argv: Sequence[str] | None = None,
+                 name: str | None = None, setup_sql: str = "", replay_events: int = 0,
+                 timeout_s: float = 1800.0) -> Timed:
+    """Run the stream (or, with `events=None`, what already lies between `start` and the end) through one
+    worker of `service`; `query` (with `{schema}`) reads the result. With `replay_events`, that many events
+    at the end of the segment are then replayed into an empty schema (see `replay`)."""
+    with ScratchWorker(ctx, service, start=start, env=env, argv=argv, name=name, setup_sql=setup_sql) as worker:
+        if events is not None:
+            produce(ctx, events)
+        end = end_offsets(ctx.kafka, worker.topics)
+        target = sum(end.values()) - sum(worker.start_offsets.values())
+        proc = worker.start()
         with ctx.superuser() as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    return Timed(events=target - first_n, seconds=done_t - first_t, found=found)
+            watched = watch(proc, lambda: worker.done(conn), target, worker.alive, timeout_s, service)
+            found = tuple(conn.execute(query.format(schema=worker.schema)).fetchone())
+        stop_process(proc)
+        replayed = None
+        if replay_events:
+            target_schema = f"{worker.schema}_replay"
+            worker.dropped.append(target_schema)
+            replayed = replay(ctx, service, target_schema, tail_start(worker.start_offsets, end, replay_events),
+                              {**worker.env, "MOM_GROUP_ID": f"bench-{worker.name}-{worker.run}"})
+    return Timed(events=target - watched.first_n, seconds=watched.seconds, found=found, rss_mb=watched.rss_mb,
+                 wall_s=watched.wall_s, replay=replayed)
+
+
+def replay(ctx, service: str, schema: str, start: Offsets, env: Mapping[str, str]) -> dict:
+    """`python -m bench.replay_worker`: rebuild `schema` from `start` to the current end offsets, timed from
+    the first committed position to the last."""
+    start_file = ctx.config.state_dir / f"bench-replay-{schema}.json"
+    start_file.write_text(json.dumps([[t, p, o] for (t, p), o in start.items()]))
+    try:
+        answer = subprocess.run([sys.executable, "-m", "bench.replay_worker", service, schema, str(start_file)],
+                                env=dict(env), cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
+    finally:
+        start_file.unlink(missing_ok=True)
+    if answer.returncode != 0:
+        raise RuntimeError(f"replay of {service} failed: {answer.stderr[-2000:]}")
+    return json.loads(answer.stdout.strip().splitlines()[-1])

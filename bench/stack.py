@@ -1,4 +1,7 @@
-"""The benchmark's own local stack: its own state dir and ports, so it never meets a developer's or the tests'."""
+"""The benchmark's own local stack: its own state dir and ports, so it never meets a developer's or the tests'.
+
+The ports sit below 32768, outside the kernel's ephemeral range, so an outgoing connection never holds one.
+"""
 from __future__ import annotations
 
 import os
@@ -8,16 +11,16 @@ from services.common.settings import REPO_ROOT
 
 BENCH_ENV = {
     "MOM_STATE_DIR": str(REPO_ROOT / ".mom" / "bench"),
-    "MOM_KAFKA_PORT": "39092",
-    "MOM_KAFKA_CONTROLLER_PORT": "39093",
-    "MOM_PG_PORT": "35432",
+    "MOM_KAFKA_PORT": "24092",
+    "MOM_KAFKA_CONTROLLER_PORT": "24093",
+    "MOM_PG_PORT": "24432",
     "MOM_REGISTRY": "none",
-    "MOM_REGISTRY_PORT": "38081",
-    "MOM_INGEST_PORT": "38000",
-    "MOM_EXECUTION_PORT": "38101",
-    "MOM_QUALITY_PORT": "38102",
-    "MOM_MAINTENANCE_PORT": "38103",
-    "MOM_INVENTORY_PORT": "38104",
+    "MOM_REGISTRY_PORT": "24081",
+    "MOM_INGEST_PORT": "24000",
+    "MOM_EXECUTION_PORT": "24101",
+    "MOM_QUALITY_PORT": "24102",
+    "MOM_MAINTENANCE_PORT": "24103",
+    "MOM_INVENTORY_PORT": "24104",
 }
 
 
