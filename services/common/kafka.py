@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -63,15 +64,31 @@ def consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
 def end_offsets(kafka: KafkaSettings, topics: Iterable[str], timeout_s: float = 30.0) -> dict[tuple[str, int], int]:
     """The high watermark of every partition of the topics: where a reader that has read all stands."""
     probe = Consumer({**_base(kafka), "group.id": "mom.watermark-probe", "enable.auto.commit": False})
+    deadline = time.monotonic() + timeout_s
     try:
         ends = {}
         for topic in topics:
             for partition in probe.list_topics(topic, timeout=timeout_s).topics[topic].partitions:
-                ends[(topic, partition)] = probe.get_watermark_offsets(TopicPartition(topic, partition),
-                                                                       timeout=timeout_s)[1]
+                ends[(topic, partition)] = _watermark(probe, TopicPartition(topic, partition), deadline)
         return ends
     finally:
         probe.close()
+
+
+_LEADERLESS = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                         KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT})
+
+
+def _watermark(probe: Consumer, partition: TopicPartition, deadline: float) -> int:
+    """The high watermark, asked again while the partition has no leader yet (a topic just created, a
+    broker just restarted) until the deadline."""
+    while True:
+        try:
+            return probe.get_watermark_offsets(partition, timeout=max(deadline - time.monotonic(), 1.0))[1]
+        except KafkaException as exc:
+            if exc.args[0].code() not in _LEADERLESS or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 def admin(kafka: KafkaSettings) -> AdminClient:
