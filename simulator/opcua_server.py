@@ -1,9 +1,11 @@
 """The simulator's machines as an OPC UA server (asyncua), for tests and the demo.
 
-Each machine is an object under Objects with the variables `State` (String), `GoodCount` and
-`RejectCount` (UInt32 counters) and `Temperature` (Double), with string node ids
+Each machine is an object under Objects with the variables `State` and `StateReason` (String),
+`GoodCount` and `RejectCount` (UInt32 counters), `Temperature` (Double) and any further analog
+variables (Double) given per machine in `analogs`, with string node ids
 `ns=<ns>;s=<machine>.<Variable>` in the namespace `urn:mom:simulator`. `write()` sets a value with
-its source timestamp, as a PLC would.
+its source timestamp, as a PLC would. With `blank=True` the states, reasons and analog values start
+empty (null: no reading yet) and the counters at 0, so that subscribing makes no event.
 
     plant = OpcUaPlant(["press07", "press08"], port=4840)
     await plant.start()
@@ -36,6 +38,7 @@ from asyncua.crypto.validator import CertificateValidator, CertificateValidatorO
 NAMESPACE_URI = "urn:mom:simulator"
 VARIABLES: dict[str, tuple[Any, ua.VariantType]] = {
     "State": ("IDLE", ua.VariantType.String),
+    "StateReason": ("", ua.VariantType.String),
     "GoodCount": (0, ua.VariantType.UInt32),
     "RejectCount": (0, ua.VariantType.UInt32),
     "Temperature": (20.0, ua.VariantType.Double),
@@ -98,15 +101,19 @@ def self_signed_certificate(certificate: Path, private_key: Path, *, application
 
 class OpcUaPlant:
     def __init__(self, machines: Iterable[str], *, port: int = 4840, host: str = "127.0.0.1",
-                 security: ServerSecurity | None = None) -> None:
+                 security: ServerSecurity | None = None, analogs: Mapping[str, Iterable[str]] | None = None,
+                 blank: bool = False) -> None:
         self.machines = tuple(machines)
         self.security = security
+        self.analogs = {machine: tuple((analogs or {}).get(machine, ())) for machine in self.machines}
+        self.blank = blank
         self.port = port
         self.host = host
         self.url = f"opc.tcp://{host}:{port}/mom/"
         self.namespace_index = 2
         self._server: Server | None = None
         self._nodes: dict[tuple[str, str], Any] = {}
+        self._types: dict[tuple[str, str], ua.VariantType] = {}
 
     def node_id(self, machine: str, variable: str) -> str:
         return f"ns={self.namespace_index};s={machine}.{variable}"
@@ -136,16 +143,21 @@ class OpcUaPlant:
         objects = server.nodes.objects
         for machine in self.machines:
             folder = await objects.add_object(ua.NodeId(machine, self.namespace_index), machine)
-            for variable, (initial, variant) in VARIABLES.items():
+            variables = {**VARIABLES, **{name: (0.0, ua.VariantType.Double) for name in self.analogs[machine]}}
+            for variable, (initial, variant) in variables.items():
+                value = ua.Variant(initial, variant)
+                if self.blank and variant != ua.VariantType.UInt32:
+                    value = ua.Variant()  # null: no reading yet; the data type stays the variable's
                 node = await folder.add_variable(ua.NodeId(f"{machine}.{variable}", self.namespace_index),
-                                                 variable, ua.Variant(initial, variant))
+                                                 variable, value, datatype=ua.NodeId(variant.value))
                 self._nodes[(machine, variable)] = node
+                self._types[(machine, variable)] = variant
         await server.start()
         self._server = server
 
     async def write(self, machine: str, variable: str, value: Any, *, at: datetime | None = None) -> None:
         node = self._nodes[(machine, variable)]
-        variant = VARIABLES[variable][1]
+        variant = self._types[(machine, variable)]
         stamp = (at or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
         data_value = ua.DataValue(ua.Variant(value, variant), SourceTimestamp=stamp, ServerTimestamp=stamp)
         await node.write_value(data_value)

@@ -197,6 +197,7 @@ class BridgeRuntime:
         BUFFERED.set(buffer.pending)
         self.delivered = 0
         self.received = 0          # readings and outages taken in, whether or not they made an event
+        self.rejected = 0          # delivered events that ingest's validation refused (on mom.ingest.rejected)
         self.last_error: str | None = None
 
     def ingest(self, readings: list[Reading | Outage]) -> int:
@@ -263,6 +264,7 @@ class BridgeRuntime:
                 self.buffer.commit(position, len(items))
                 BUFFERED.set(self.buffer.pending)
             self.delivered += len(items)
+            self.rejected += result.rejected
             FORWARDED.labels(outcome="accepted").inc(result.accepted)
             FORWARDED.labels(outcome="rejected").inc(result.rejected)
             for item in result.results:

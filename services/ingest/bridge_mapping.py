@@ -95,7 +95,7 @@ class Mapper:
             return [self.offline(reading.origin, reading.equipment_id, reading.timestamp_ms, reading.cause,
                                  reading.reason_code)]
         rule = self.rule(reading.equipment_id, reading.tag)
-        if rule is None:
+        if rule is None or reading.value is None:  # no rule, or no value yet (an OPC UA null)
             return []
         if rule.kind == "state":
             return self._state(rule, reading)

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asyncua import Client, ua
@@ -28,6 +29,14 @@ from services.ingest.bridge_config import BridgeConfig
 from services.ingest.bridge_mapping import Reading
 
 log = logging.getLogger(__name__)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _epoch_ms(stamp: datetime) -> int:
+    """Whole milliseconds, exactly (a float's `timestamp() * 1000` can land a millisecond short)."""
+    return (stamp.replace(tzinfo=stamp.tzinfo or UTC) - _EPOCH) // timedelta(milliseconds=1)
 
 
 class _Handler:
@@ -43,7 +52,7 @@ class _Handler:
             return
         data_value = data.monitored_item.Value
         stamp = data_value.SourceTimestamp or data_value.ServerTimestamp
-        timestamp_ms = int(stamp.timestamp() * 1000) if stamp is not None else time.time_ns() // 1_000_000
+        timestamp_ms = _epoch_ms(stamp) if stamp is not None else time.time_ns() // 1_000_000
         if isinstance(value, ua.LocalizedText):
             value = value.Text
         if not self._pending:
@@ -52,9 +61,10 @@ class _Handler:
         MESSAGES.labels(bridge="opcua", outcome="mapped").inc()
 
     def _flush(self) -> None:
-        # A publish response groups notifications by monitored item: back to the order they happened in,
-        # a unit's reason before its state of the same instant.
-        readings = sorted(self._pending, key=lambda r: (r.timestamp_ms, not self.bridge.is_reason(r)))
+        # A publish response groups notifications by monitored item: back to the order they happened in;
+        # of one instant, reasons first (they belong to the state change), then counts (they belong to
+        # the run before a stop), then states and analog values.
+        readings = sorted(self._pending, key=lambda r: (r.timestamp_ms, self.bridge.rank(r)))
         self._pending = []
         try:
             self.bridge.runtime.ingest(readings)
@@ -154,9 +164,9 @@ class OpcUaBridge:
         self._client: Client | None = None
         self._stopping = False
 
-    def is_reason(self, reading: Reading) -> bool:
+    def rank(self, reading: Reading) -> int:
         rule = self.runtime.mapper.rule(reading.equipment_id, reading.tag)
-        return rule is not None and rule.kind == "reason"
+        return {"reason": 0, "counter": 1}.get(rule.kind, 2) if rule is not None else 2
 
     async def _check_server_certificate(self) -> None:
         """Compare the certificate of the server's endpoint with the pinned one before using it.
