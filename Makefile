@@ -13,9 +13,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
-## demo: start the stack and every service, send a scenario through ingest, print the projections, stop
+## demo: start the stack and every service, send a scenario through ingest, print the projections, stop;
+## VIA=mqtt or VIA=opcua sends the machines over Sparkplug B (Mosquitto) or OPC UA through ingest's bridges
 demo: $(STAMP)
-	$(PY) -m simulator.demo
+	$(PY) -m simulator.demo $(if $(VIA),--via $(VIA))
 
 ## test: every test: unit, contract, integration and end to end (starts and stops its own Kafka and PostgreSQL)
 test: $(STAMP)
