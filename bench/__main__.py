@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             return profile(ctx, min(args.profile, ctx.n))
         results: dict[str, dict] = {}
         began = time.perf_counter()
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        document = {"timestamp": stamp, "machine": machine(), "dataset": manifest, "arguments": vars(args)}
         latency = {"latency_fraction": args.latency_fraction, "latency_seconds": args.latency_seconds}
         for name in SCENARIOS:
             if name not in chosen:
@@ -161,16 +163,10 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{key}: {r.get('events_per_s')} events/s {r.get('latency_ms') or ''}")
             results[next(iter(out))]["scenario_wall_s"] = wall
             log(f"{name}: done in {wall} s")
-        add_ratios(results)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        document = {"timestamp": stamp, "machine": machine(), "dataset": manifest, "arguments": vars(args),
-                    "total_wall_s": round(time.perf_counter() - began, 1), "results": results}
-        RESULTS.mkdir(exist_ok=True)
-        text = json.dumps(document, indent=2, default=str) + "\n"
-        tmp = RESULTS / f"{stamp}.json.tmp"
-        tmp.write_text(text)
-        tmp.replace(RESULTS / f"{stamp}.json")
-        (RESULTS / "latest.json").write_text(text)
+            add_ratios(results)
+            write(stamp, {**document, "total_wall_s": round(time.perf_counter() - began, 1), "results": results}, partial=True)
+        document = {**document, "total_wall_s": round(time.perf_counter() - began, 1), "results": results}
+        write(stamp, document, partial=False)
         print(table(results))
         print(f"\nwritten: bench/results/{stamp}.json (and latest.json); total {document['total_wall_s']} s")
         return 0 if all(r.get("error") is None for r in results.values()) else 1
@@ -178,6 +174,20 @@ def main(argv: list[str] | None = None) -> int:
         if started and not args.keep_stack:
             log("stopping the bench stack (this run started it)")
             stack.stop(config)
+
+
+def write(stamp: str, document: dict, partial: bool) -> None:
+    """After every scenario the results so far go to <stamp>.partial.json, so a run cut short keeps them;
+    at the end to <stamp>.json and latest.json."""
+    RESULTS.mkdir(exist_ok=True)
+    text = json.dumps(document, indent=2, default=str) + "\n"
+    name = f"{stamp}.partial.json" if partial else f"{stamp}.json"
+    tmp = RESULTS / f"{name}.tmp"
+    tmp.write_text(text)
+    tmp.replace(RESULTS / name)
+    if not partial:
+        (RESULTS / f"{stamp}.partial.json").unlink(missing_ok=True)
+        (RESULTS / "latest.json").write_text(text)
 
 
 def profile(ctx, n: int) -> int:
