@@ -63,6 +63,22 @@ def wait_ready(port: int, alive, timeout_s: float = 120.0) -> None:
     raise RuntimeError("the worker did not become ready")
 
 
+def batch_figures(port: int) -> dict:
+    """Batches the worker committed, their mean size and mean time from arrival to commit, from its /metrics
+    (what makes latency at a modest rate: a fixed cost per batch shows as few, long, small batches)."""
+    sums: dict[str, float] = {}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name in ("mom_batch_size_events_sum", "mom_batch_size_events_count", "mom_batch_duration_seconds_sum"):
+                sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    batches = sums.get("mom_batch_size_events_count", 0.0)
+    if not batches:
+        return {}
+    return {"batches": int(batches), "mean_batch_events": round(sums["mom_batch_size_events_sum"] / batches, 1),
+            "mean_batch_ms": round(1000 * sums.get("mom_batch_duration_seconds_sum", 0.0) / batches, 1)}
+
+
 def paced(events: Iterable[tuple[str, dict]], rate: float) -> Iterable[tuple[str, dict]]:
     """The events, each handed on no earlier than its slot at `rate` per second."""
     began = time.perf_counter()
@@ -118,6 +134,10 @@ def fixed_rate(ctx, service: str, events: Iterable[tuple[str, dict]], rate: floa
                 if time.monotonic() > deadline:
                     raise RuntimeError("the worker did not catch up within 600 s after the last event")
                 time.sleep(0.05)
+            try:
+                batches = batch_figures(ctx.config.port_of(service))
+            except OSError:
+                batches = {}
         finally:
             stop.set()
             poller.join(5)
@@ -129,8 +149,9 @@ def fixed_rate(ctx, service: str, events: Iterable[tuple[str, dict]], rate: floa
     lat = summary(latencies)
     return {
         "events": len(arrivals), "seconds": round(produce_s, 3), "events_per_s": round(len(arrivals) / produce_s, 1),
-        "rate_fed": rate, "latency_ms": lat, "poll_ms": poll_ms, "log": str(worker.log_path),
+        "rate_fed": rate, "latency_ms": lat, "poll_ms": poll_ms, "log": str(worker.log_path), "worker_batches": batches,
         "notes": (f"python -m services.{service} (one worker, caught up) fed {rate:,.0f} events/s for {seconds:g} s; "
                   f"Kafka record timestamp to committed position (polled every {poll_ms:g} ms); "
-                  f"p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms"),
+                  f"p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms; "
+                  f"worker batches (its /metrics): {batches or 'not read'}"),
     }
