@@ -184,6 +184,14 @@ def after_use(lot: Lot) -> Lot:
     return lot
 
 
+@dataclass(frozen=True, slots=True)
+class UnitOrder:
+    """The order a work unit ran last: from its latest OrderStarted or ProductionReported by event time."""
+    order_id: str
+    since: datetime
+    set_by: str  # the event id, which orders two facts of one instant
+
+
 # -- the batch container ---------------------------------------------------------------------------------
 
 
@@ -201,7 +209,7 @@ class Book:
     lots: dict[str, Lot | None] = field(default_factory=dict)
     materials: dict[str, Material | None] = field(default_factory=dict)
     loaded_orders: dict[str, datetime | None] = field(default_factory=dict)  # earliest recorded_at of a loading
-    unit_orders: dict[str, str | None] = field(default_factory=dict)         # the order a unit last ran
+    unit_orders: dict[str, UnitOrder | None] = field(default_factory=dict)   # the order a unit last ran
     reorder_points: Mapping[str, float] = field(default_factory=dict)
     changed_lots: set[str] = field(default_factory=set)
     changed_materials: set[str] = field(default_factory=set)
@@ -384,7 +392,8 @@ def consume(book: Book, event: Event, lot: Lot, quantity: float, seq: int, *, or
 
 
 def on_material_loaded(book: Book, event: MaterialLoaded) -> list[Event]:
-    order_id = event.order_id or book.unit_orders.get(event.equipment_id)
+    running = book.unit_orders.get(event.equipment_id)
+    order_id = event.order_id or (running.order_id if running else None)
     if order_id is not None:
         loaded_at = book.loaded_orders.get(order_id)
         if loaded_at is None or event.recorded_at < loaded_at:
@@ -455,18 +464,22 @@ def on_material_lost(book: Book, event: MaterialLost) -> list[Event]:
 
 
 def on_order_started(book: Book, event: OrderStarted) -> list[Event]:
-    set_unit_order(book, event.equipment_id, event.order_id)
+    set_unit_order(book, event.equipment_id, event)
     return []
 
 
-def set_unit_order(book: Book, equipment_id: str, order_id: str) -> None:
-    if book.unit_orders.get(equipment_id) != order_id:
-        book.unit_orders[equipment_id] = order_id
+def set_unit_order(book: Book, equipment_id: str, event: OrderStarted | ProductionReported) -> None:
+    """The unit's order is that of its latest fact by event time (then event id), whichever partition
+    brought it first: the same in a live run and in a replay."""
+    current = book.unit_orders.get(equipment_id)
+    latest = UnitOrder(event.order_id, event.occurred_at, event.event_id)
+    if current is None or (latest.since, latest.set_by) > (current.since, current.set_by):
+        book.unit_orders[equipment_id] = latest
         book.changed_units.add(equipment_id)
 
 
 def on_production_reported(book: Book, event: ProductionReported) -> list[Event]:
-    set_unit_order(book, event.equipment_id, event.order_id)
+    set_unit_order(book, event.equipment_id, event)
     if not event.final_operation:
         return []
     before = book.lot(event.lot_id)

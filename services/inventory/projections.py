@@ -8,6 +8,7 @@ set-based statements per batch, whatever its size.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from types import MappingProxyType
 
 from prometheus_client import Counter
@@ -17,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.inventory import model
 from services.inventory.events import Event, MaterialBelowReorderPoint, MaterialTransactionRefused
 from services.inventory.handlers import fold
+
+EARLIEST = datetime.min.replace(tzinfo=UTC)  # a unit_order row written before it recorded when
 
 REFUSED = Counter("mom_inventory_transactions_refused_total",
                   "Material transactions refused (MaterialTransactionRefused): held, scrapped, used-up or unknown "
@@ -85,9 +88,9 @@ async def load_book(conn: AsyncConnection, keys: model.KeysToLoad, reorder_point
             book.loaded_orders[r.order_id] = r.loaded_at
     if keys.equipment_ids:
         book.unit_orders.update(dict.fromkeys(sorted(keys.equipment_ids)))
-        for r in await conn.execute(text("SELECT equipment_id, order_id FROM unit_order WHERE equipment_id = ANY(:ids)"),
-                                    {"ids": sorted(keys.equipment_ids)}):
-            book.unit_orders[r.equipment_id] = r.order_id
+        for r in await conn.execute(text("""SELECT equipment_id, order_id, since, set_by FROM unit_order
+                                             WHERE equipment_id = ANY(:ids)"""), {"ids": sorted(keys.equipment_ids)}):
+            book.unit_orders[r.equipment_id] = model.UnitOrder(r.order_id, r.since or EARLIEST, r.set_by or "")
     return book
 
 
@@ -149,11 +152,17 @@ async def save_book(conn: AsyncConnection, book: model.Book) -> None:
             {"ids": orders, "at": [book.loaded_orders[o] for o in orders]})
     units = sorted(u for u in book.changed_units if book.unit_orders.get(u) is not None)
     if units:
+        latest = [book.unit_orders[u] for u in units]
         await conn.execute(
-            text("""INSERT INTO unit_order (equipment_id, order_id)
-                    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:orders AS text[]))
-                    ON CONFLICT (equipment_id) DO UPDATE SET order_id = excluded.order_id"""),
-            {"ids": units, "orders": [book.unit_orders[u] for u in units]})
+            text("""INSERT INTO unit_order (equipment_id, order_id, since, set_by)
+                    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:orders AS text[]), CAST(:since AS timestamptz[]),
+                                         CAST(:by AS text[]))
+                    ON CONFLICT (equipment_id) DO UPDATE
+                    SET order_id = excluded.order_id, since = excluded.since, set_by = excluded.set_by
+                    WHERE unit_order.since IS NULL
+                       OR (unit_order.since, unit_order.set_by) < (excluded.since, excluded.set_by)"""),
+            {"ids": units, "orders": [o.order_id for o in latest], "since": [o.since for o in latest],
+             "by": [o.set_by for o in latest]})
     # Ledger lines and edges are new by construction (the loop dropped duplicate event ids).
     await copy_rows(conn, "movement_ledger",
                     ("event_id", "seq", "lot_id", "material_id", "location_id", "kind", "quantity", "occurred_at",

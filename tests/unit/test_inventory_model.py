@@ -202,6 +202,16 @@ def test_loading_without_an_order_goes_to_the_order_last_started_on_the_unit():
     assert consumed[0].produced_lot_id == "LOT-WO-7" and consumed[0].order_id == "WO-7"
 
 
+def test_the_units_order_is_that_of_its_latest_fact_whichever_partition_brought_it_first():
+    """OrderStarted and ProductionReported are keyed by order: two orders' events for one unit may be
+    processed in either order, live or in a replay."""
+    first_done = produced("WO-1", 10, minutes=30, final=False)
+    second_started = OrderStarted(**env(31), order_id="WO-2", product_id="P", operation="0010", equipment_id=PRESS)
+    in_order, reversed_ = given_(first_done, second_started), given_(second_started, first_done)
+    assert in_order.unit_orders[PRESS] == reversed_.unit_orders[PRESS]
+    assert reversed_.unit_orders[PRESS].order_id == "WO-2" and PRESS in reversed_.changed_units
+
+
 def test_loading_without_an_order_and_none_known_has_no_genealogy_edge():
     book = given_(received("LOT-1", 100))
     consumed = of(fold(book, [loaded("LOT-1", 5, order=None)]), LotConsumed)
