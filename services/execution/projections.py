@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter
@@ -71,7 +71,7 @@ class ExecutionProjector:
         await save_statuses(conn, [batch.statuses[u] for u in sorted(batch.changed)])
         await save_facts(conn, batch)
         await save_clocks(conn, {u: c for u, c in batch.clocks.items() if c is not None and c != clocks_before.get(u)})
-        derived.extend(await recompute_periods(conn, batch))
+        derived.extend(await recompute_periods(conn, batch, clocks_before))
         for late in batch.late:
             LATE_EVENTS.labels(type(late.event).__name__).inc()
         for event in derived:
@@ -332,9 +332,15 @@ class Request:
     period: kpi.Period
     known_until: datetime
     cutoff: datetime | None = None
+    since: datetime | None = None  # time elements from here only: the stored row holds those before
 
 
-async def recompute_periods(conn: AsyncConnection, batch: BatchState) -> list[Event]:
+def _time_window(request: Request) -> kpi.Period:
+    return request.period if request.since is None else replace(request.period, start=request.since)
+
+
+async def recompute_periods(conn: AsyncConnection, batch: BatchState,
+                            clocks_before: dict[str, datetime | None] | None = None) -> list[Event]:
     touched = dict(batch.touched)
     hierarchy = await load_hierarchy(conn) if (touched or batch.shifts or batch.equipment) else None
     if hierarchy is None:
@@ -370,10 +376,54 @@ async def recompute_periods(conn: AsyncConnection, batch: BatchState) -> list[Ev
         requests.extend(Request(unit, p, known) for p in kpi.shift_periods(shifts[unit])
                         if p.start < end and p.end > low and _lived_in(p, lived))
         days.extend(Request(unit, p, known) for p in kpi.day_windows(low, end, zone) if _lived_in(p, lived))
-    current = await compute(conn, requests, shifts)
+    before = {u: (clocks_before or {}).get(u, clocks[u]) for u in units}
+    requests, priors = await _extend_where_possible(conn, requests, before, touched)
+    current = [(request, e if prior is None else prior.extended_by(e)) for (request, e), prior
+               in zip(await compute(conn, requests, shifts), priors, strict=True)]
+    current = [(replace(request, since=None), e) for request, e in current]
     await save_periods(conn, current)
     current += await roll_up_days(conn, days)
     return await close_and_revise(conn, current, shifts, batch)
+
+
+@dataclass(frozen=True)
+class _Prior:
+    """A stored open period's time elements up to the unit's clock before this batch."""
+
+    elements: dict[str, timedelta]
+
+    def extended_by(self, later: kpi.Elements) -> kpi.Elements:
+        """These time elements plus `later`'s (measured from where these stop); counts are `later`'s,
+        which SQL took over the whole period."""
+        return replace(later, **{name: self.elements[name] + getattr(later, name) for name in ELEMENTS})
+
+
+async def _extend_where_possible(conn: AsyncConnection, requests: list[Request], before: dict[str, datetime | None],
+                                 touched: dict[str, tuple[datetime, datetime]]) -> tuple[list[Request], list[_Prior | None]]:
+    """Time elements are measures over the timeline, so a period's are the sum over any split of it. A
+    period stored as covered up to the unit's clock before this batch, in a batch whose facts all lie at
+    or after that clock (nothing late), keeps its stored time elements and adds those from the clock
+    on: each batch reads the states it brought, not the whole hour or shift again. Anything else (a
+    late fact, a new calendar, a first computation) recomputes the period from its facts."""
+    candidates = [i for i, r in enumerate(requests)
+                  if (since := before.get(r.unit)) is not None and r.cutoff is None
+                  and r.period.start < since < r.period.end and touched[r.unit][0] >= since]
+    priors: list[_Prior | None] = [None] * len(requests)
+    if not candidates:
+        return requests, priors
+    columns = ", ".join(f"e.{name}_us" for name in ELEMENTS)
+    rows = (await conn.execute(text(f"""
+        SELECT w.i, {columns} FROM unnest(CAST(:i AS integer[]), CAST(:u AS text[]), CAST(:k AS text[]),
+                                         CAST(:s AS timestamptz[]), CAST(:c AS timestamptz[])) AS w(i, u, k, s, c)
+        JOIN period_elements e ON e.equipment_id = w.u AND e.period = w.k AND e.period_start = w.s
+             AND e.covered_until = w.c"""), {
+        "i": candidates, "u": [requests[i].unit for i in candidates], "k": [requests[i].period.kind for i in candidates],
+        "s": [requests[i].period.start for i in candidates], "c": [before[requests[i].unit] for i in candidates]})).all()
+    extended = list(requests)
+    for row in rows:
+        priors[row.i] = _Prior({name: timedelta(microseconds=getattr(row, f"{name}_us")) for name in ELEMENTS})
+        extended[row.i] = replace(requests[row.i], since=before[requests[row.i].unit])
+    return extended, priors
 
 
 def _lived_in(period: kpi.Period, lived: tuple[datetime, datetime]) -> bool:
@@ -422,7 +472,7 @@ async def compute(conn: AsyncConnection, requests: list[Request],
     if not requests:
         return []
     units = sorted({r.unit for r in requests})
-    low = {u: min(r.period.start for r in requests if r.unit == u) for u in units}
+    low = {u: min(_time_window(r).start for r in requests if r.unit == u) for u in units}
     high = {u: max(r.period.end for r in requests if r.unit == u) for u in units}
     args = {"u": units, "lo": [low[u] for u in units], "hi": [high[u] for u in units]}
     states: dict[str, list[tuple]] = defaultdict(list)
@@ -468,7 +518,7 @@ async def compute(conn: AsyncConnection, requests: list[Request],
                        if cutoff is None or rec <= cutoff]
         unit_lockouts = [kpi.Lockout(start, end if (cutoff is None or rec <= cutoff) else None)
                          for start, end, rec in lockouts[request.unit]]
-        elements = kpi.compute(request.period, request.known_until, states=unit_states, shifts=shifts.get(request.unit, ()),
+        elements = kpi.compute(_time_window(request), request.known_until, states=unit_states, shifts=shifts.get(request.unit, ()),
                                lockouts=unit_lockouts, orders=windows[request.unit], attendance=attendance[request.unit])
         pq, gq, sq, rq, unrated, ideal_us = counts[i]
         results.append((request, kpi.Elements(**{
