@@ -107,7 +107,7 @@ class ConsumerLoop:
         engine: AsyncEngine,
         consumer: Consumer,
         *,
-        batch_max_events: int = 2000,
+        batch_max_events: int = 10000,
         batch_max_wait_s: float = 0.05,
         batch_max_idle_s: float = 0.5,
         on_commit: Callable[[], None] = lambda: None,  # called after a commit that added outbox rows

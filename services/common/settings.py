@@ -102,7 +102,7 @@ class Settings:
     registry_url: str                 # empty: Avro single-object encoding, no registry
     http_host: str = "0.0.0.0"       # health, readiness and metrics; a pod's probes reach it from outside
     http_port: int = 8080
-    batch_max_events: int = 2000      # most events folded into one transaction
+    batch_max_events: int = 10000     # most events folded into one transaction
     batch_max_wait_s: float = 0.05    # how long a batch may wait to fill up
     batch_max_idle_s: float = 0.5     # how long a lagging partition may hold the others back (see ordering.py)
     log_level: str = "INFO"
@@ -123,7 +123,7 @@ class Settings:
             registry_url=env.get("MOM_REGISTRY_URL", ""),
             http_host=env.get("MOM_HTTP_HOST", "0.0.0.0"),
             http_port=env_int(env, "MOM_HTTP_PORT", 8080),
-            batch_max_events=env_int(env, "MOM_BATCH_MAX_EVENTS", 2000, minimum=1),
+            batch_max_events=env_int(env, "MOM_BATCH_MAX_EVENTS", 10000, minimum=1),
             batch_max_wait_s=env_float(env, "MOM_BATCH_MAX_WAIT_MS", 50.0) / 1000.0,
             batch_max_idle_s=env_float(env, "MOM_BATCH_MAX_IDLE_MS", 500.0) / 1000.0,
             log_level=env.get("MOM_LOG_LEVEL", "INFO").upper(),
