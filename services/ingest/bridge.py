@@ -197,7 +197,7 @@ class BridgeRuntime:
         BUFFERED.set(buffer.pending)
         self.delivered = 0
         self.received = 0          # readings and outages taken in, whether or not they made an event
-        self.rejected = 0          # delivered events that ingest's validation refused (on mom.ingest.rejected)
+        self.rejected = 0          # delivered events that ingest's validation refused (dead-lettered)
         self.last_error: str | None = None
 
     def ingest(self, readings: list[Reading | Outage]) -> int:
