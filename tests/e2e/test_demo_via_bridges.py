@@ -23,7 +23,8 @@ from services.common.avro import codec_for
 from services.common.catalogue import Catalogue
 from services.common.settings import REPO_ROOT
 from simulator import engine, plant, truth
-from simulator.demo import MACHINE_FACTS, deliver, whole_milliseconds
+from simulator.demo import deliver
+from simulator.floor import MACHINE_FACTS, whole_milliseconds
 from simulator.progress import wait_caught_up
 from tests.e2e.test_ground_truth import PROJECTING, SMALL, mismatches, running  # noqa: F401 - `running` is a fixture
 
