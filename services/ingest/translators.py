@@ -160,6 +160,13 @@ def _compile_type(avro_type: Any, attributes: Mapping[str, Any], named: dict[str
     raise ValueError(f"unsupported Avro type {avro_type!r}")
 
 
+NUL = "\x00"  # PostgreSQL's text cannot hold it, and no identifier or reason needs it
+
+
+def _nul_error(path: str) -> Error:
+    return _error(path, "noNul", f"{path} must not contain the NUL character (U+0000)")
+
+
 def _string_checker(attributes: Mapping[str, Any], options: _Options) -> Checker:
     allowed = attributes.get("allowed")
     allowed_set = frozenset(allowed) if allowed else None
@@ -177,6 +184,9 @@ def _string_checker(attributes: Mapping[str, Any], options: _Options) -> Checker
         if len(value) > max_length:
             errors.append(_error(path, "maxLength",
                                  f"{path} must be at most {max_length} characters, got {len(value)}"))
+            return _INVALID
+        if NUL in value:
+            errors.append(_nul_error(path))
             return _INVALID
         if allowed_set is not None and value not in allowed_set:
             errors.append(_error(path, "allowed", f"{path} must be one of {', '.join(allowed)}, got {value!r}"))
@@ -476,6 +486,8 @@ class Translator:
         elif len(event_id) > MAX_EVENT_ID_LENGTH:
             errors.append(_error("event_id", "maxLength",
                                  f"event_id must be at most {MAX_EVENT_ID_LENGTH} characters, got {len(event_id)}"))
+        elif NUL in event_id:
+            errors.append(_nul_error("event_id"))
         record["event_id"] = event_id
 
         if "occurred_at" not in item:
@@ -501,6 +513,8 @@ class Translator:
             errors.append(_error("source", "type", f"source must be a string, got {_describe(source)}"))
         elif not source or len(source) > MAX_SOURCE_LENGTH:
             errors.append(_error("source", "format", f"source must have 1 to {MAX_SOURCE_LENGTH} characters"))
+        elif NUL in source:
+            errors.append(_nul_error("source"))
         else:
             record["source"] = source
 
@@ -512,5 +526,7 @@ class Translator:
             errors.append(_error("correlation_id", "maxLength",
                                  f"correlation_id must be at most {MAX_CORRELATION_ID_LENGTH} characters, "
                                  f"got {len(correlation_id)}"))
+        elif correlation_id is not None and NUL in correlation_id:
+            errors.append(_nul_error("correlation_id"))
         record["correlation_id"] = correlation_id
         return event_id if event_id else None

@@ -26,11 +26,11 @@ TIME_ZONES = frozenset(zoneinfo.available_timezones())
 ZONE_NAMES = tuple(sorted(TIME_ZONES))
 NOW = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)  # the arrival time the unit tests translate at
 RULES = frozenset({"required", "type", "allowed", "format", "minimum", "exclusiveMinimum", "minItems", "minLength",
-                   "maxLength", "unknown_field", "unknown_type", "future_timestamp", "too_old", "schema"})
+                   "maxLength", "noNul", "unknown_field", "unknown_type", "future_timestamp", "too_old", "schema"})
 # An empty field path names the item itself (an item that is not an object), or a key that is the empty string.
 NAMELESS = frozenset({"type", "unknown_field"})
 EQUIPMENT_ID = st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,8}(\.[a-z0-9][a-z0-9_-]{0,8}){0,5}\Z")
-TEXT = st.text(st.characters(codec="utf-8"), max_size=40)
+TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)  # NUL: refused (noNul)
 
 TRANSLATOR = Translator(CATALOGUE.schemas, INPUT_TYPES, time_zones=TIME_ZONES)
 CODEC = codec_for(CATALOGUE, "", REPO_ROOT / "schemas")
@@ -123,7 +123,7 @@ def _event(event_type: str, tame: Tame | None = None) -> st.SearchStrategy[dict]
         {"type": st.just(event_type), "event_id": st.text(string.ascii_letters + string.digits + "-:.", min_size=1, max_size=60),
          "occurred_at": timestamps(tame.hour, tame.hour + timedelta(hours=1)) if tame else timestamps()},
         optional={"source": st.text(string.ascii_letters, min_size=1, max_size=20),
-                  "correlation_id": st.one_of(st.none(), st.text(max_size=30))})
+                  "correlation_id": st.one_of(st.none(), st.text(st.characters(exclude_characters="\x00"), max_size=30))})
     return st.builds(lambda e, b: {**e, **b}, envelope, record_of(body_fields(event_type), {}, tame))
 
 
@@ -175,6 +175,9 @@ def breakings(event: dict) -> list[tuple[Any, str, str]]:
         ({**event, "source": ""}, "source", "format"),
         ({**event, "correlation_id": 5}, "correlation_id", "type"),
         ({**event, "correlation_id": "c" * 201}, "correlation_id", "maxLength"),
+        ({**event, "event_id": "e\x00"}, "event_id", "noNul"),
+        ({**event, "source": "plc\x00"}, "source", "noNul"),
+        ({**event, "correlation_id": "\x00"}, "correlation_id", "noNul"),
     ]
     for spec in fields:
         name, avro_type = spec["name"], spec["type"]
@@ -190,6 +193,7 @@ def breakings(event: dict) -> list[tuple[Any, str, str]]:
             broken.append(({**event, name: "Not A/Valid Id!"}, name, "format"))
         if core == "string":
             broken.append(({**event, name: "x" * (MAX_STRING_LENGTH + 1)}, name, "maxLength"))
+            broken.append(({**event, name: "x\x00"}, name, "noNul"))
         if "minimum" in spec:
             broken.append(({**event, name: spec["minimum"] - 1}, name, "minimum"))
         if "exclusiveMinimum" in spec:

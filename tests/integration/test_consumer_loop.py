@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -144,15 +145,17 @@ async def test_a_resent_event_id_is_applied_once(prepared, scratch):
 
 
 class PoisonedProjector(ExecutionProjector):
-    """Raises on one event id, as a handler bug would."""
+    """Raises on some event ids, as a handler bug would; counts its calls."""
 
-    def __init__(self, poison: str) -> None:
+    def __init__(self, *poison: str) -> None:
         super().__init__()
-        self.poison = poison
+        self.poison = set(poison)
+        self.calls = 0
 
     async def apply(self, conn, events):
+        self.calls += 1
         derived = await super().apply(conn, events)
-        if any(e.event_id == self.poison for e in events):
+        if any(e.event_id in self.poison for e in events):
             raise RuntimeError("handler bug")
         return derived
 
@@ -174,6 +177,27 @@ async def test_an_event_whose_handler_fails_goes_to_dead_letters_and_the_partiti
     assert query(prepared, scratch.db_schema, "SELECT sum(good) FROM hourly_counts WHERE equipment_id = %s", press) == [(27,)]
     dead = query(prepared, scratch.db_schema, "SELECT event_type, error FROM dead_letters")
     assert [(t, "handler bug" in e) for t, e in dead] == [("PartsProduced", True)]
+
+
+async def test_two_failing_events_in_a_large_batch_are_found_in_halves_not_one_by_one(prepared, scratch):
+    start_at_end(prepared, scratch)
+    press = unit()
+    events = parts(press, 400)
+    produce(prepared, events)
+    projector = PoisonedProjector(events[37]["event_id"], events[301]["event_id"])
+
+    def spec(catalogue):
+        from dataclasses import replace
+        return replace(build_execution(scratch, catalogue), projector=projector)
+
+    worker = build_worker(replace(scratch, batch_max_events=1000), spec)
+    await run_until(worker, caught_up(prepared, scratch))
+    assert query(prepared, scratch.db_schema, "SELECT sum(good) FROM hourly_counts WHERE equipment_id = %s", press) == [
+        (3 * 398,)]
+    dead = query(prepared, scratch.db_schema, "SELECT event_type, error FROM dead_letters")
+    assert [(t, "handler bug" in e) for t, e in dead] == [("PartsProduced", True)] * 2
+    # one event per commit would take 400 calls; halving takes about 2 x 2 x log2(400)
+    assert projector.calls <= 50, projector.calls
 
 
 async def test_a_batch_from_a_stale_position_is_refused_whole(prepared, scratch):

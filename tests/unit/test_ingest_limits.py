@@ -136,6 +136,21 @@ async def test_envelope_strings_have_their_own_limits(client) -> None:
 
 
 @pytest.mark.asyncio(loop_scope="session")
+async def test_a_nul_character_in_any_string_is_refused_naming_field_and_rule(client) -> None:
+    """PostgreSQL's text cannot hold U+0000: such an item would fail every service that stores it."""
+    test_client, _producer = client
+    items = [_item(event_id="n\x00-1"), _item(event_id="n-2", reason_code="JA\x00M"),
+             _item(event_id="n-3", source="plc\x00"), _item(event_id="n-4", correlation_id="\x00"),
+             _item(event_id="n-5", reason_code="JAM")]
+    status, answer = await _post(test_client, orjson.dumps(items))
+    assert status == 202 and answer["accepted"] == 1 and answer["rejected"] == 4
+    errors = [e for r in answer["results"] for e in r.get("errors", ())]
+    assert [(e["field"], e["rule"]) for e in errors] == [("event_id", "noNul"), ("reason_code", "noNul"),
+                                                         ("source", "noNul"), ("correlation_id", "noNul")]
+    assert errors[1]["message"] == "reason_code must not contain the NUL character (U+0000)"
+
+
+@pytest.mark.asyncio(loop_scope="session")
 async def test_a_hashed_token_authenticates_its_client_and_its_hash_does_not(client) -> None:
     test_client, _producer = client
     status, answer = await _post(test_client, orjson.dumps([_item(event_id="h-1")]), token=HASHED_TOKEN)
