@@ -446,6 +446,19 @@ class ConsumerLoop:
             await self._commit(tail)
         batch.applied, batch.duplicates, batch.outboxed = done.applied, done.duplicates, done.outboxed
 
+    async def settle(self) -> int:
+        """Let a projector that deferred work while replaying (`defer()`, then `settle(conn)`) finish it, in
+        one transaction with the outbox rows it derives; returns how many events it derived. Call it
+        with the loop stopped."""
+        settle = getattr(self._spec.projector, "settle", None)
+        if settle is None:
+            return 0
+        async with self._engine.begin() as conn:
+            derived = await settle(conn)
+            if derived:
+                await add_outbox(conn, [self._outbox_row(event) for event in derived])
+        return len(derived)
+
     def _outbox_row(self, event: Any) -> OutboxRow:
         event_type = type(event).__name__
         record = self._spec.events.to_record(event)

@@ -60,6 +60,9 @@ async def rebuild(settings: Settings, make_spec: Callable[[Settings, Catalogue],
     replay_settings = replace(settings, database_url=admin_url, db_schema=schema,
                               group_id=f"{settings.group_id}.replay.{uuid.uuid4().hex[:8]}")
     worker = build_worker(replay_settings, lambda catalogue: make_spec(replay_settings, catalogue))
+    defer = getattr(worker.spec.projector, "defer", None)
+    if defer is not None:
+        defer()  # work a live worker does per batch, done once at the end (see settle)
     targets = end_offsets(replay_settings.kafka, worker.spec.input_topics)
     total = sum(targets.values())
     started = time.monotonic()
@@ -68,6 +71,9 @@ async def rebuild(settings: Settings, make_spec: Callable[[Settings, Catalogue],
         while True:
             done = _positions(admin_url, schema)
             if all(done.get(tp, 0) >= end for tp, end in targets.items()):
+                worker.loop.stop()
+                await task
+                await worker.loop.settle()
                 break
             progress(sum(min(done.get(tp, 0), end) for tp, end in targets.items()), total)
             if task.done():

@@ -49,6 +49,7 @@ TRANSITIONS_REFUSED = Counter("mom_execution_transitions_refused_total",
 ELEMENTS = ("pot", "pdot", "pbt", "apt", "asut", "adet", "adot", "aupt", "aubt", "aoet", "apat", "apwt",
             "out_of_shift", "data_gap")
 US = timedelta(microseconds=1)
+SETTLE_UNITS = 25  # units whose whole history one settle step computes
 WORK_UNIT = "work_unit"
 
 
@@ -56,6 +57,31 @@ class ExecutionProjector:
     def __init__(self, lateness: timedelta = DEFAULT_LATENESS, minor_stop: timedelta = DEFAULT_MINOR_STOP) -> None:
         self.lateness = lateness
         self.minor_stop = minor_stop
+        self.deferring = False
+
+    def defer(self) -> None:
+        """For a replay: fold and store the facts only, and compute every period once in `settle`. Periods
+        and their versions are functions of the stored facts, so the result is the same as computing them
+        batch by batch, without reading each open hour's states once per batch."""
+        self.deferring = True
+
+    async def settle(self, conn: AsyncConnection) -> list[Event]:
+        """Every period of every unit with a clock, from its first machine fact to its clock, in groups of
+        units (bounded memory); the derived PeriodClosed, PeriodRevised and RuntimeAccumulated."""
+        if not self.deferring:
+            return []
+        self.deferring = False
+        clocks = {r.equipment_id: r.known_until
+                  for r in await conn.execute(text("SELECT equipment_id, known_until FROM unit_clock ORDER BY 1"))}
+        units = sorted(clocks)
+        origins = await load_origins(conn, units)
+        derived: list[Event] = []
+        for i in range(0, len(units), SETTLE_UNITS):
+            batch = BatchState(statuses={})
+            for unit in units[i:i + SETTLE_UNITS]:
+                batch.touch(unit, origins.get(unit) or clocks[unit], clocks[unit])
+            derived.extend(await recompute_periods(conn, batch))
+        return derived
 
     async def apply(self, conn: AsyncConnection, events: Sequence[Event]) -> list[Event]:
         units = sorted({e.equipment_id for e in events if isinstance(e, MachineStateChanged | PartsProduced | ScrapReported)})
@@ -71,7 +97,8 @@ class ExecutionProjector:
         await save_statuses(conn, [batch.statuses[u] for u in sorted(batch.changed)])
         await save_facts(conn, batch)
         await save_clocks(conn, {u: c for u, c in batch.clocks.items() if c is not None and c != clocks_before.get(u)})
-        derived.extend(await recompute_periods(conn, batch, clocks_before))
+        if not self.deferring:
+            derived.extend(await recompute_periods(conn, batch, clocks_before))
         for late in batch.late:
             LATE_EVENTS.labels(type(late.event).__name__).inc()
         for event in derived:
