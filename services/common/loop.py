@@ -17,6 +17,7 @@ Step 1 of the next batch overlaps steps 3 and 4 of this one (see run_once).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -45,7 +46,9 @@ from services.common.ordering import Merger
 
 log = logging.getLogger(__name__)
 
-BUFFER_BOUND = 50_000  # buffered records past which no partition may hold the others back (memory)
+BUFFER_TARGET = 50_000  # buffered records the pausing of full partitions aims to stay under (see _flow)
+PARTITION_BOUND_MIN = 500  # the least a partition buffers before it is paused
+BUFFER_BOUND = 200_000  # past this (a fetch larger than the pausing foresaw) nothing waits: memory before order
 
 
 class Projector(Protocol):
@@ -131,6 +134,7 @@ class ConsumerLoop:
         self._empty_since: dict[tuple[str, int], float] = {}
         self._max_idle = batch_max_idle_s
         self._filling_since: float | None = None
+        self._paused: set[tuple[str, int]] = set()  # partitions whose buffer is full (see _flow)
         self._prefetch: asyncio.Future | None = None  # consume() of the next batch, running while one commits
         self._makers: dict[str, Callable[[Any], Any] | None] = {}  # event type -> record-to-event, None if unused
         self._ends: dict[tuple[str, int], int] = {}  # end offsets asked for at assignment
@@ -177,6 +181,29 @@ class ConsumerLoop:
         self._merger.drop(tp)
         self._fetched.pop(tp, None)
         self._empty_since.pop(tp, None)
+        if tp in self._paused:  # its buffer is gone: it must be fetched again (an assignment resumes it anyway)
+            self._paused.discard(tp)
+            with contextlib.suppress(KafkaException):
+                self._consumer.resume([TopicPartition(*tp)])
+
+    def _flow(self) -> None:
+        """A bound per partition, as Kafka Streams has: a partition whose buffer holds its share of the
+        buffer bound is paused, so the fetcher brings the partitions the merge waits for rather than more
+        of one that is far ahead, and it is resumed once it has drained to half of that. Without it, a
+        backlog on one topic fills the buffers until the memory bound lifts the acceptance order, and a
+        consumption could be folded before the receipt it needs."""
+        share = max(PARTITION_BOUND_MIN, min(self._max, BUFFER_TARGET // (2 * max(len(self._positions), 1))))
+        pause = [tp for tp in self._positions if tp not in self._paused and self._merger.buffered(tp) >= share]
+        resume = [tp for tp in self._paused if self._merger.buffered(tp) <= share // 2]
+        try:
+            if pause:
+                self._consumer.pause([TopicPartition(*tp) for tp in pause])
+                self._paused.update(pause)
+            if resume:
+                self._consumer.resume([TopicPartition(*tp) for tp in resume])
+                self._paused.difference_update(resume)
+        except KafkaException as exc:  # e.g. a partition revoked meanwhile: the next assignment starts afresh
+            log.debug("pause or resume failed", extra={"fields": {"error": str(exc)}})
 
     async def _load(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         async with self._engine.begin() as conn:
@@ -251,6 +278,7 @@ class ConsumerLoop:
         self._decode(records)
         del records
         batch = self._take()
+        self._flow()
         if not batch.spans:
             return 0
         self._start_prefetch()

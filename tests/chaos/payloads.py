@@ -123,7 +123,7 @@ def _event(event_type: str, tame: Tame | None = None) -> st.SearchStrategy[dict]
         {"type": st.just(event_type), "event_id": st.text(string.ascii_letters + string.digits + "-:.", min_size=1, max_size=60),
          "occurred_at": timestamps(tame.hour, tame.hour + timedelta(hours=1)) if tame else timestamps()},
         optional={"source": st.text(string.ascii_letters, min_size=1, max_size=20),
-                  "correlation_id": st.one_of(st.none(), st.text(st.characters(exclude_characters="\x00"), max_size=30))})
+                  "correlation_id": st.one_of(st.none(), st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30))})
     return st.builds(lambda e, b: {**e, **b}, envelope, record_of(body_fields(event_type), {}, tame))
 
 
