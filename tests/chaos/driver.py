@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import psycopg
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from services.cli import prepare
 from services.common import kafka, localstack
@@ -46,9 +46,11 @@ from services.common.kafka import end_offsets
 from services.common.replay import compare, rebuild, seed_positions
 from services.common.settings import REPO_ROOT, KafkaSettings, Settings
 from simulator import engine, plant, send
-from simulator.progress import lag, wait_caught_up
+from simulator.progress import lag
+from tests.waiting import wait_until
 
 SERVICES = ("execution", "quality", "maintenance", "inventory")
+AWAY = (psycopg.OperationalError, KafkaException)  # what asking the stack raises while the broker or PostgreSQL restarts
 REJECTED = "mom.ingest.rejected"
 CHAOS_DEFAULTS = {  # `make chaos` runs its own stack beside a developer's and the tests'
     "MOM_KAFKA_PORT": "27092", "MOM_KAFKA_CONTROLLER_PORT": "27093", "MOM_PG_PORT": "26432",
@@ -75,7 +77,8 @@ class Plan:
 
     @classmethod
     def full(cls, seed: int = 1) -> Plan:
-        return cls(plant="default.yaml", kills=24, broker_restart=True, postgres_restart=True, seed=seed)
+        # 28 actions over the default plant's ~6,000 events: small requests, so that data flows during each
+        return cls(plant="default.yaml", kills=24, broker_restart=True, postgres_restart=True, seed=seed, batch=50)
 
     @classmethod
     def short(cls, seed: int = 1) -> Plan:
@@ -167,11 +170,23 @@ class Chaos:
         self.run = uuid.uuid4().hex[:8]
         self.run_dir = config.state_dir / "chaos" / self.run
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.rng = random.Random(plan.seed)
+        self.rng = random.Random(plan.seed)                 # the chaos's choices
+        self.feed_rng = random.Random(f"{plan.seed}-feed")  # the feed's (its own thread)
         self.workers = Workers(config, self.run, self.run_dir)
         self.actions: list[Action] = []
         self.ingest_lock = threading.Lock()   # held while bad input is sent, and while ingest or the broker is down
         self.feed_done = threading.Event()
+        self.feed_failure: str | None = None
+        self.away = threading.Event()         # set while the broker or PostgreSQL is restarted by the chaos
+        self.acting = threading.Lock()        # held while an action kills and restarts: no one else restarts then
+        # The chaos keeps pace with the feed, and the feed with the chaos: an action waits until its share
+        # of the events has been sent, and the feed goes no further than the next action's share until it
+        # is done. So every action happens while data flows, however long a restart takes on this machine.
+        self.gate = threading.Condition()
+        self.fed = 0                          # events sent so far
+        self.allowed = float("inf")           # the feed may send while fed < allowed (set by the chaos)
+        self.reserve = 0                      # what feed_on keeps back for the actions still to come
+        self.total = 0
         self.sent = Counter()
         self.injected: dict[str, str] = {}    # dead letter event id -> the item verbatim (JSON)
         self.started = time.monotonic()
@@ -229,17 +244,48 @@ class Chaos:
                 raise RuntimeError("ingest did not take the request")
             time.sleep(0.3)
 
-    def caught_up(self) -> None:
-        self.workers.ensure()
-        wait_caught_up(self.status, [self.workers.schema(s) for s in SERVICES], quiet_polls=1, interval_s=0.1,
-                       stall_s=180)
+    def lag(self, schemas: list[str]) -> tuple[dict[str, int], int] | None:
+        """simulator.progress.lag, or None while the broker or PostgreSQL is away (a restart of the chaos)."""
+        if self.away.is_set():
+            return None
+        try:
+            return lag(self.status, schemas)
+        except AWAY:
+            return None
+
+    def caught_up(self, *, quiet_polls: int = 1, interval_s: float = 0.1, stall_s: float = 180.0) -> float:
+        """Until every service has read its topics to the end with its outbox empty, `quiet_polls` times in a
+        row. Gives up when no position has moved for `stall_s` (a restart of the broker or PostgreSQL, during
+        which the lag cannot be read, counts as no progress); workers that died on their own are restarted."""
+        schemas = [self.workers.schema(s) for s in SERVICES]
+        seen = {"quiet": 0, "total": -1, "behind": None}
+        started = time.monotonic()
+
+        def check() -> bool:
+            if self.acting.acquire(blocking=False):  # not under an action that is killing and restarting
+                try:
+                    self.workers.ensure()
+                finally:
+                    self.acting.release()
+            found = self.lag(schemas)
+            if found is None:
+                seen["quiet"] = 0
+                return False
+            seen["behind"], seen["total"] = found
+            seen["quiet"] = seen["quiet"] + 1 if not any(found[0].values()) else 0
+            return seen["quiet"] >= quiet_polls
+
+        if not wait_until(check, lambda: seen["total"], stall_s=stall_s, limit_s=3600, interval_s=interval_s):
+            raise TimeoutError(f"services did not catch up: still behind {seen['behind']} after "
+                               f"{time.monotonic() - started:.0f} s")
+        return time.monotonic() - started
 
     def bad_items(self, events: list[dict], count: int) -> list[dict]:
         from tests.chaos.payloads import breakings
 
         picked = []
-        for event in self.rng.sample(events, count):
-            item, _, _ = self.rng.choice([b for b in breakings(event)
+        for event in self.feed_rng.sample(events, count):
+            item, _, _ = self.feed_rng.choice([b for b in breakings(event)
                                           if "nan" not in json.dumps(b[0], allow_nan=True).lower()
                                           and "18446744073709551616" not in json.dumps(b[0])])
             picked.append(item)
@@ -247,12 +293,14 @@ class Chaos:
 
     def feed(self, sim: engine.Simulation) -> None:
         requests = send.requests(sim.events, self.plan.batch, sim.barriers)
-        bad_at = set(self.rng.sample(range(1, len(requests)), min(self.plan.bad_requests, len(requests) - 1)))
+        bad_at = set(self.feed_rng.sample(range(1, len(requests)), min(self.plan.bad_requests, len(requests) - 1)))
         pacer_rate = self.plan.rate or max(len(sim.events) / max(self.plan.kills * 4.0, 20.0), 50.0)
         started = time.monotonic()
         done = 0
         try:
             for number, (first, chunk) in enumerate(requests):
+                with self.gate:
+                    self.gate.wait_for(lambda: self.fed < self.allowed)
                 if first and chunk[0]["event_id"] in sim.barriers:
                     self.caught_up()
                 if number in bad_at:
@@ -261,11 +309,19 @@ class Chaos:
                 done += len(chunk)
                 self.sent["events"] += len(chunk)
                 self.sent["requests"] += 1
+                with self.gate:
+                    self.fed = done
+                    self.gate.notify_all()
                 ahead = done / pacer_rate - (time.monotonic() - started)
                 if ahead > 0:
                     time.sleep(ahead)
+        except Exception as exc:  # the report says what stopped the feed
+            self.feed_failure = f"the feed stopped after {done} events: {type(exc).__name__}: {exc}"
+            self.log(self.feed_failure)
         finally:
-            self.feed_done.set()
+            with self.gate:
+                self.feed_done.set()
+                self.gate.notify_all()
 
     def inject_bad(self, events: list[dict]) -> None:
         items = self.bad_items(events, self.plan.bad_per_request)
@@ -298,12 +354,28 @@ class Chaos:
             events.insert(3 * len(events) // 4, ("restart-postgres", "postgresql", ""))
         return events
 
+    def behind(self) -> dict[str, dict[str, list[int]]]:
+        """Per service, the input partitions whose stored position is short of the end: [position, end]."""
+        found: dict[str, dict[str, list[int]]] = {}
+        with psycopg.connect(self.config.db_url(), autocommit=True) as conn:
+            for service in SERVICES:
+                rows = conn.execute(f'SELECT topic, partition, next_offset FROM "{self.workers.schema(service)}".positions')
+                stored = {(t, n): o for t, n, o in rows.fetchall()}
+                ends = end_offsets(self.kafka, sorted({t for t, _ in stored}))
+                found[service] = {f"{t}[{n}]": [o, ends[(t, n)]] for (t, n), o in sorted(stored.items())
+                                  if ends.get((t, n), o) > o}
+        return found
+
     def busy(self, service: str) -> int:
-        behind, _ = lag(self.status, [self.workers.schema(service)])
-        return sum(behind.values())
+        found = self.lag([self.workers.schema(service)])
+        return sum(found[0].values()) if found else 0
 
     def act(self, kind: str, target: str, mode: str) -> None:
-        action = Action(round(time.monotonic() - self.started, 2), kind, target, mode)
+        with self.acting:
+            self._act(kind, target, mode)
+
+    def _act(self, kind: str, target: str, mode: str) -> None:
+        action = Action(round(time.monotonic() - self.started, 2), kind, target, mode, {"events_sent": self.fed})
         if kind == "kill" and target == "ingest":
             with self.ingest_lock:
                 pid = localstack._our_pid(self.config, "ingest")
@@ -315,17 +387,24 @@ class Chaos:
         elif kind == "kill" and mode == "after-commit":
             self.workers.stop(target)
             proc = self.workers.start(target, fault=1.0)  # dies right after its first commit with derived events
-            try:
-                action.detail["exit"] = proc.wait(timeout=45)
-                action.detail["hook_fired"] = action.detail["exit"] == -signal.SIGKILL
-            except subprocess.TimeoutExpired:
-                action.detail["hook_fired"] = False
-                action.detail["exit"] = self.workers.kill(target)
+            deadline = time.monotonic() + 90
+            while proc.poll() is None and time.monotonic() < deadline:
+                if not self.busy(target):
+                    if self.feed_done.is_set():
+                        break  # nothing more will come
+                    self.feed_on()  # it needs input that derives something
+                try:
+                    proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    pass
+            action.detail["hook_fired"] = proc.returncode == -signal.SIGKILL
+            action.detail["exit"] = proc.returncode if proc.returncode is not None else self.workers.kill(target)
             self.workers.start(target)
         elif kind == "kill":
             if mode == "mid-batch":
-                deadline = time.monotonic() + 20
-                while time.monotonic() < deadline and not self.busy(target):
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and not self.busy(target) and not self.feed_done.is_set():
+                    self.feed_on()
                     time.sleep(0.05)
                 time.sleep(self.rng.uniform(0, 0.3))
                 action.detail["lag_at_kill"] = self.busy(target)
@@ -338,26 +417,52 @@ class Chaos:
                 self.workers.stop(target, worker=1)
         elif kind == "restart-broker":
             with self.ingest_lock:
-                localstack._stop_all(self.config, ["kafka"], localstack.KAFKA_STOP_GRACE)
-                localstack.up(self.config, services=("ingest",))
+                self.away.set()
+                try:
+                    localstack._stop_all(self.config, ["kafka"], localstack.KAFKA_STOP_GRACE)
+                    localstack.up(self.config, services=("ingest",))
+                finally:
+                    self.away.clear()
         elif kind == "restart-postgres":
-            localstack._stop_postgres(self.config)
-            localstack.up(self.config, services=("ingest",))
+            self.away.set()
+            try:
+                localstack._stop_postgres(self.config)
+                localstack.up(self.config, services=("ingest",))
+            finally:
+                self.away.clear()
         action.detail["restarted_on_their_own"] = self.workers.ensure()
         self.actions.append(action)
         self.log(f"[{action.at_s:7.1f}s] {kind} {target} {mode} {action.detail}")
+
+    def feed_on(self) -> None:
+        """Let the feed send one more request beyond its share, for an action that waits for work."""
+        with self.gate:
+            self.allowed = max(self.allowed, min(self.fed + self.plan.batch, self.total - self.reserve))
+            self.gate.notify_all()
 
     @staticmethod
     def _wait_dead(pid: int | None) -> None:
         while pid and localstack._pid_alive(pid):
             time.sleep(0.02)
 
-    def chaos(self, expected_s: float) -> None:
+    def chaos(self, total: int) -> None:
+        """The scheduled actions, each once a random point of its share of the events still to send (of
+        `total`) has been sent; the feed waits at the end of that share until the action is done."""
         events = self.schedule()
-        gap = expected_s / (len(events) + 1)
-        for kind, target, mode in events:
-            time.sleep(self.rng.uniform(0.3, 1.7) * gap)
-            self.act(kind, target, mode)
+        try:
+            for i, (kind, target, mode) in enumerate(events):
+                with self.gate:  # the share of what is left: an action that let the feed on shifts the rest
+                    self.total, self.reserve = total, (len(events) - i - 1) * self.plan.batch
+                    share = max(total - self.fed, 0) / (len(events) - i + 1)
+                    at = self.fed + self.rng.uniform(0.2, 0.8) * share
+                    self.allowed = self.fed + share
+                    self.gate.notify_all()
+                    self.gate.wait_for(lambda at=at: self.fed >= at or self.feed_done.is_set())
+                self.act(kind, target, mode)
+        finally:
+            with self.gate:
+                self.allowed = float("inf")
+                self.gate.notify_all()
 
     # The checks --------------------------------------------------------------------------------
 
@@ -404,9 +509,12 @@ class Chaos:
 
     def check(self) -> dict:
         admin = self.config.db_url()
-        self.workers.ensure()
-        wait_caught_up(self.status, [self.workers.schema(s) for s in SERVICES], stall_s=180)
-        results: dict = {"services": {}}
+        results: dict = {"services": {}, "stuck": None}
+        try:
+            results["caught_up_s"] = round(self.caught_up(quiet_polls=2, interval_s=0.3), 1)
+        except TimeoutError as exc:  # a worker that stopped short: the checks below show what it lacks
+            results["stuck"] = {"error": str(exc), "partitions": self.behind()}
+            self.log(f"{exc}; behind: {results['stuck']['partitions']}")
         for service in SERVICES:
             build = importlib.import_module(f"services.{service}.app").build
             live, rebuilt = self.workers.schema(service), f"{self.workers.schema(service)}_replay"
@@ -454,15 +562,16 @@ class Chaos:
     def execute(self) -> dict:
         self.setup()
         sim = engine.simulate(plant.load(Path(plant.PLANTS_DIR) / self.plan.plant), seed=self.plan.seed, tag=self.run)
-        expected_s = max(self.plan.kills * 4.0, 20.0)
+        self.allowed = 0  # until the chaos has its schedule
         feeder = threading.Thread(target=self.feed, args=(sim,), name="feed", daemon=True)
         feeder.start()
         failure = None
         try:
-            self.chaos(expected_s)
+            self.chaos(len(sim.events))
         except Exception as exc:  # the report says what broke the run
             failure = f"{type(exc).__name__}: {exc}"
         feeder.join()
+        failure = "; ".join(f for f in (failure, self.feed_failure) if f) or None
         fed_s = time.monotonic() - self.started
         results = self.check()
         kills = [a for a in self.actions if a.kind == "kill"]
@@ -490,6 +599,7 @@ def verdict(report: dict) -> dict[str, bool]:
         "dead_letters_exactly_injected": not dl["missing"] and not dl["unexpected"] and not dl["payload_mismatches"]
                                          and dl["injected"] == dl["on_topic"],
         "ran_without_failure": report["failure"] is None,
+        "every_service_caught_up": report["stuck"] is None,
     }
 
 
@@ -510,6 +620,9 @@ def summary(report: dict) -> str:
     dl = report["dead_letters"]
     lines.append(f"dead letters: {dl['on_topic']} on the topic, {dl['injected']} injected, missing {len(dl['missing'])}, "
                  f"unexpected {len(dl['unexpected'])}, payload mismatches {len(dl['payload_mismatches'])}")
+    if report["stuck"]:
+        lines.append(f"not caught up: {report['stuck']['error']}; partitions behind [position, end]: "
+                     f"{report['stuck']['partitions']}")
     if report["failure"]:
         lines.append(f"the chaos itself failed: {report['failure']}")
     lines.append("verdict: " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in report["verdict"].items()))
