@@ -135,6 +135,7 @@ class ConsumerLoop:
         self._max_idle = batch_max_idle_s
         self._filling_since: float | None = None
         self._paused: set[tuple[str, int]] = set()  # partitions whose buffer is full (see _flow)
+        self._resync_pending = False  # a commit failed: seek to the stored positions before reading on
         self._prefetch: asyncio.Future | None = None  # consume() of the next batch, running while one commits
         self._makers: dict[str, Callable[[Any], Any] | None] = {}  # event type -> record-to-event, None if unused
         self._ends: dict[tuple[str, int], int] = {}  # end offsets asked for at assignment
@@ -221,6 +222,9 @@ class ConsumerLoop:
         try:
             while not self._stopping.is_set():
                 try:
+                    if self._resync_pending:
+                        await self._resync()  # raises while the database is still away
+                        self._resync_pending = False
                     await self.run_once()
                     backoff = 0.5
                 except Exception as exc:
@@ -228,7 +232,9 @@ class ConsumerLoop:
                         raise
                     log.warning("database unavailable, retrying", extra={"fields": {"error": str(exc)[:300], "in_s": backoff}})
                     await self._drop_prefetch()
-                    await self._resync()
+                    # The failed batch left the buffers and the prefetch was dropped: the consumer stands
+                    # past records not committed. Nothing is read until it is back at the stored positions.
+                    self._resync_pending = True
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 30.0)
         finally:
@@ -537,10 +543,7 @@ class ConsumerLoop:
         if not assignment:
             return
         wanted = [(p.topic, p.partition) for p in assignment]
-        try:
-            stored = await self._load(wanted)
-        except Exception:
-            return  # the database is still away; the caller backs off and retries
+        stored = await self._load(wanted)  # the database still away: raises, and run() tries again later
         for (topic, partition), offset in stored.items():
             self._positions[(topic, partition)] = offset
             self._forget((topic, partition))

@@ -16,6 +16,8 @@ import logging
 import os
 import random
 import signal
+from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 from sqlalchemy import text
@@ -84,7 +86,10 @@ class OutboxRelay:
             self._wake.clear()
 
     async def publish_pending(self) -> int:
-        """Publish up to one batch of outbox rows; returns how many were published."""
+        """Publish up to one batch of outbox rows; returns how many were published. The rows the broker
+        acknowledged are deleted even when others of the batch failed, so that a retry sends only the
+        failed ones again (sending the whole batch again put acknowledged events on the topic twice)."""
+        failed = ""
         async with self._engine.begin() as conn:
             locked = (await conn.execute(
                 text("SELECT pg_try_advisory_xact_lock(hashtext('mom.outbox.' || current_schema()))"))).scalar()
@@ -94,30 +99,41 @@ class OutboxRelay:
                 text("SELECT id, event_id, event_type, topic, key, value FROM outbox ORDER BY id LIMIT :n"),
                 {"n": self._batch})).all()
             if rows:
+                acknowledged: list[int] = []
                 failures: list[str] = []
 
-                def delivered(err, _msg) -> None:
-                    if err is not None:
-                        failures.append(str(err))
+                def outcome(row_id: int) -> Callable[[Any, Any], None]:
+                    def delivered(err, _msg) -> None:
+                        if err is None:
+                            acknowledged.append(row_id)
+                        else:
+                            failures.append(str(err))
+                    return delivered
 
                 for row in rows:
                     self._produce(row.topic, row.key, row.value,
                                   [("event_type", row.event_type.encode()), ("event_id", row.event_id.encode())],
-                                  delivered)
+                                  outcome(row.id))
                 remaining = await asyncio.to_thread(self._producer.flush, 30.0)
-                if remaining or failures:
-                    raise KafkaException(f"{remaining} undelivered, {len(failures)} failed: {failures[:3]}")
+                if remaining:  # still queued after the wait: withdrawn, so that only the retry sends them
+                    self._producer.purge(in_queue=True, in_flight=False)
+                    self._producer.poll(0)
                 # By id, not by range: a row of a concurrent worker's later commit may carry a lower id.
-                await conn.execute(text("DELETE FROM outbox WHERE id = ANY(:ids)"), {"ids": Int8Array([r.id for r in rows])})
-                metrics.OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
-            if len(rows) < self._batch:
-                # The SELECT saw everything there was, and all of it is published now: no count(*) needed.
-                # (Rows a concurrent worker commits meanwhile wake that worker's relay.)
-                backlog = 0
-            else:  # a full batch: more may wait; count them (only while there is a backlog)
-                backlog = max((await conn.execute(text("SELECT count(*) FROM outbox"))).scalar() - len(rows), 0)
-            metrics.OUTBOX_BACKLOG.labels(self._service).set(backlog)
-            return len(rows)
+                await conn.execute(text("DELETE FROM outbox WHERE id = ANY(:ids)"), {"ids": Int8Array(acknowledged)})
+                metrics.OUTBOX_PUBLISHED.labels(self._service).inc(len(acknowledged))
+                if remaining or failures:
+                    failed = f"{remaining} undelivered, {len(failures)} failed: {failures[:3]}"
+            if not failed:
+                if len(rows) < self._batch:
+                    # The SELECT saw everything there was, and all of it is published now: no count(*) needed.
+                    # (Rows a concurrent worker commits meanwhile wake that worker's relay.)
+                    backlog = 0
+                else:  # a full batch: more may wait; count them (only while there is a backlog)
+                    backlog = max((await conn.execute(text("SELECT count(*) FROM outbox"))).scalar() - len(rows), 0)
+                metrics.OUTBOX_BACKLOG.labels(self._service).set(backlog)
+        if failed:  # raised after the block, so that the deletion of what was acknowledged commits
+            raise KafkaException(failed)
+        return len(rows)
 
     def _produce(self, topic, key, value, headers, on_delivery) -> None:
         while True:
