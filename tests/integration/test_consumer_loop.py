@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer
 
-from services.common import kafka
+from services.common import kafka, localstack
 from services.common.db import Span, StalePosition, advance_positions, load_positions, make_engine
 from services.common.runtime import build_worker
 from services.execution.app import build as build_execution
@@ -263,3 +263,37 @@ def test_a_worker_killed_mid_stream_resumes_with_nothing_lost_and_nothing_counte
                  "SELECT sum(good), sum(reject) FROM hourly_counts WHERE equipment_id = ANY(%s)", presses)
     assert rows == [(2 * total, total)]
     assert query(prepared, scratch.db_schema, "SELECT count(*) FROM processed_events WHERE event_id LIKE 'acme.%%'")[0][0] >= total
+
+
+async def test_a_worker_whose_commit_fails_while_postgresql_restarts_reads_on_from_its_positions(prepared, scratch, stack):
+    """Found by the full chaos run: after a commit failed because PostgreSQL went away, the worker stood
+    past the records of the failed batch for good. It must seek back once the database returns."""
+    start_at_end(prepared, scratch)
+    press = unit()
+    first, second = parts(press, 30), parts(press, 30, prefix=f"{press}-later")
+    produce(prepared, first)
+    worker = build_worker(scratch, lambda catalogue: build_execution(scratch, catalogue))
+    tasks = [asyncio.create_task(worker.loop.run()), asyncio.create_task(worker.relay.run())]
+    try:
+        deadline = time.monotonic() + 240
+        while not caught_up(prepared, scratch)():
+            assert time.monotonic() < deadline and not tasks[0].done(), "the worker did not read the first part"
+            await asyncio.sleep(0.2)
+        await asyncio.to_thread(localstack._stop_postgres, stack)
+        try:
+            produce(prepared, second)
+            await asyncio.sleep(3)  # the worker takes the second part and its commit fails: it backs off
+        finally:
+            await asyncio.to_thread(localstack._ensure_postgres, stack)
+        deadline = time.monotonic() + 240
+        while not caught_up(prepared, scratch)():
+            assert time.monotonic() < deadline and not tasks[0].done(), "the worker never read on after the restart"
+            await asyncio.sleep(0.2)
+        counted = query(prepared, scratch.db_schema, "SELECT sum(good), count(*) FROM production WHERE equipment_id = %s", press)
+        assert counted == [(3 * 60, 60)]
+    finally:
+        worker.loop.stop()
+        worker.relay.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(worker.consumer.close)
+        await worker.engine.dispose()
