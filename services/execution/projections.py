@@ -389,21 +389,23 @@ async def recompute_periods(conn: AsyncConnection, batch: BatchState,
         return []
     clocks = await load_clocks(conn, sorted(touched))
     units = [u for u in sorted(touched) if clocks.get(u) is not None]
-    origins = await load_origins(conn, units)
+    before = {u: (clocks_before or {}).get(u, clocks[u]) for u in units}
+    # Only a unit whose clock starts now, or a fact from before its clock, can reach a period that ends
+    # before its first machine fact; for the others every touched period ends after it (no query).
+    origins = await load_origins(conn, [u for u in units if before[u] is None or touched[u][0] < before[u]])
     shifts = await load_shifts(conn, hierarchy, units, touched)
     requests: list[Request] = []
     days: list[Request] = []
     for unit in units:
         low, high = touched[unit]
         known = clocks[unit]
-        lived = (origins.get(unit) or known, known)
+        lived = (origins.get(unit) or low, known)
         end = max(high, known) + US
         zone = hierarchy.zone(unit)
         requests.extend(Request(unit, p, known) for p in kpi.hour_windows(low, end, zone) if _lived_in(p, lived))
         requests.extend(Request(unit, p, known) for p in kpi.shift_periods(shifts[unit])
                         if p.start < end and p.end > low and _lived_in(p, lived))
         days.extend(Request(unit, p, known) for p in kpi.day_windows(low, end, zone) if _lived_in(p, lived))
-    before = {u: (clocks_before or {}).get(u, clocks[u]) for u in units}
     requests, priors = await _extend_where_possible(conn, requests, before, touched)
     current = [(request, e if prior is None else prior.extended_by(e)) for (request, e), prior
                in zip(await compute(conn, requests, shifts), priors, strict=True)]
