@@ -9,6 +9,7 @@ import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -59,6 +60,10 @@ class Int8Array(list):
 
 class ByteaArray(list):
     """A list of bytes sent as a binary bytea[] parameter."""
+
+
+class TimestamptzArray(list):
+    """A list of timezone-aware datetimes (or None) sent as a binary timestamptz[] parameter."""
 
 
 _ARRAY_HEAD = struct.Struct("!iiiii").pack   # ndim, has nulls, element oid, length, lower bound
@@ -125,11 +130,69 @@ class _Int8ArrayDumper(Dumper):
         return _binary_array(20, obj, [_INT8(8, v) for v in obj], False)
 
 
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+class _TimestamptzArrayDumper(Dumper):
+    format = Format.BINARY
+    oid = 1185  # timestamptz[]
+
+    def dump(self, obj: TimestamptzArray) -> bytes:
+        epoch, us, pack = _PG_EPOCH, _MICROSECOND, _INT8
+        if None in obj:
+            parts = [_NULL if v is None else pack(8, (v - epoch) // us) for v in obj]
+            return _binary_array(1184, obj, parts, True)
+        return _binary_array(1184, obj, [pack(8, (v - epoch) // us) for v in obj], False)
+
+
 # Registered on psycopg's global adapters map: only these marker types are affected.
 psycopg.adapters.register_dumper(TextArray, _TextArrayDumper)
 psycopg.adapters.register_dumper(ByteaArray, _ByteaArrayDumper)
 psycopg.adapters.register_dumper(Int4Array, _Int4ArrayDumper)
 psycopg.adapters.register_dumper(Int8Array, _Int8ArrayDumper)
+psycopg.adapters.register_dumper(TimestamptzArray, _TimestamptzArrayDumper)
+
+
+# -- COPY ------------------------------------------------------------------------------------------------
+#
+# psycopg's copy.write_row() in text format turns each value into text (an aware datetime alone costs
+# more than a microsecond here). With the columns' types set, COPY runs in binary format, where
+# psycopg's C dumpers pack numbers and timestamps directly: half the cost per row. Binary is used only
+# where every column has one of these types; anything else (jsonb, arrays) goes as text, as before.
+
+_BINARY_COPY_TYPES = frozenset({"text", "timestamp with time zone", "bigint", "integer", "smallint", "boolean",
+                                "double precision"})
+_copy_types: dict[tuple[int, str, tuple[str, ...]], list[int] | None] = {}
+
+
+async def _binary_copy_types(cursor: Any, key: tuple[int, str, tuple[str, ...]]) -> list[int] | None:
+    """The type oids of the columns, once per engine, table and columns; None unless all allow binary."""
+    if key not in _copy_types:
+        _, table, columns = key
+        await cursor.execute(
+            """SELECT a.attname, a.atttypid::int, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+               WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped""", (table,))
+        found = {name: (oid, kind) for name, oid, kind in await cursor.fetchall()}
+        types = [found.get(c) for c in columns]
+        _copy_types[key] = ([t[0] for t in types] if all(t is not None and t[1] in _BINARY_COPY_TYPES for t in types)
+                            else None)
+    return _copy_types[key]
+
+
+async def copy_rows(conn: AsyncConnection, table: str, columns: Sequence[str], rows: Sequence[tuple]) -> None:
+    """Many new rows through COPY on the transaction's own connection: far cheaper than parameters."""
+    if not rows:
+        return
+    raw = await conn.get_raw_connection()
+    async with raw.driver_connection.cursor() as cursor:
+        oids = await _binary_copy_types(cursor, (id(conn.sync_engine), table, tuple(columns)))
+        binary = " (FORMAT BINARY)" if oids is not None else ""
+        async with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN{binary}") as copy:
+            if oids is not None:
+                copy.set_types(oids)
+            for row in rows:
+                await copy.write_row(row)
 
 
 class StalePosition(RuntimeError):

@@ -310,10 +310,12 @@ class ConsumerLoop:
         fetched = self._fetched
         decode = self._codec.decode
         makers = self._makers
-        add = self._merger.add
+        extend = self._merger.extend
         entry = _Entry
         last_tp = None
         position = None
+        run: list[_Entry] = []  # consecutive records of one partition go to its buffer together
+        add = run.append
         for record in records:
             error = record.error()
             if error is not None:
@@ -322,6 +324,10 @@ class ConsumerLoop:
                 continue
             tp = (record.topic(), record.partition())
             if tp != last_tp:
+                if run:
+                    extend(last_tp, run)
+                    run = []
+                    add = run.append
                 last_tp = tp
                 position = max(positions.get(tp, -1), fetched.get(tp, -1)) if tp in positions else None
             offset = record.offset()
@@ -337,12 +343,14 @@ class ConsumerLoop:
                 except KeyError:
                     make = makers[event_type] = self._spec.events.maker(event_type)
                 if make is None:
-                    add(tp, entry(offset, None, None, body.get("recorded_at")))
+                    add(entry(offset, None, None, body.get("recorded_at")))
                     continue
                 event = make(body)
-                add(tp, entry(offset, event, None, event.recorded_at))
+                add(entry(offset, event, None, event.recorded_at))
             except (DecodeError, TypeError, KeyError, ValueError) as exc:
-                add(tp, entry(offset, None, self._dead_letter(tp, offset, event_type, f"decode: {exc}", value), None))
+                add(entry(offset, None, self._dead_letter(tp, offset, event_type, f"decode: {exc}", value), None))
+        if run:
+            extend(last_tp, run)
 
     def _waiting_on(self) -> dict[tuple[str, int], bool]:
         """Partitions that may hold an event earlier than those buffered.

@@ -88,6 +88,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from fractions import Fraction
+from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -493,14 +494,29 @@ def _local_windows(kind: Literal["hour", "day"], start: datetime, end: datetime,
             if lower < end and upper > start]
 
 
+@lru_cache(maxsize=4096)
+def _windows_of_utc_days(kind: Literal["hour", "day"], first_day: datetime, last_day: datetime,
+                         tz: str | None) -> tuple[Period, ...]:
+    return tuple(_local_windows(kind, first_day, last_day, tz))
+
+
+def _windows(kind: Literal["hour", "day"], start: datetime, end: datetime, tz: str | None) -> list[Period]:
+    """The windows are a fixed partition of the timeline, so those overlapping [start, end) are those of
+    the enclosing whole UTC days that overlap it; the days' windows are computed once and kept."""
+    _require_order(start, end, f"{kind} windows", strictly=False)
+    first_day = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    last_day = end.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    return [p for p in _windows_of_utc_days(kind, first_day, last_day, tz) if p.start < end and p.end > start]
+
+
 def hour_windows(start: datetime, end: datetime, tz: str | None) -> list[Period]:
     """The site's local clock hours that overlap [start, end), as UTC instants."""
-    return _local_windows("hour", start, end, tz)
+    return _windows("hour", start, end, tz)
 
 
 def day_windows(start: datetime, end: datetime, tz: str | None) -> list[Period]:
     """The site's local days that overlap [start, end), as UTC instants (23 or 25 h on DST days)."""
-    return _local_windows("day", start, end, tz)
+    return _windows("day", start, end, tz)
 
 
 def calendar(preferred: Iterable[Shift]) -> list[Shift]:

@@ -17,6 +17,7 @@ from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.common.db import Int4Array, Int8Array, TextArray, TimestamptzArray, copy_rows
 from services.execution import kpi, orders
 from services.execution.events import (
     EquipmentLockedOut,
@@ -115,7 +116,7 @@ async def load_statuses(conn: AsyncConnection, equipment: list[str]) -> dict[str
     if equipment:
         rows = await conn.execute(
             text("""SELECT equipment_id, state, reason_code, since, last_event_id FROM equipment_status
-                    WHERE equipment_id = ANY(:ids) ORDER BY equipment_id FOR UPDATE"""), {"ids": equipment})
+                    WHERE equipment_id = ANY(:ids) ORDER BY equipment_id FOR UPDATE"""), {"ids": TextArray(equipment)})
         for r in rows:
             statuses[r.equipment_id] = EquipmentStatus(r.equipment_id, r.state, r.reason_code, r.since, r.last_event_id)
     return statuses
@@ -126,7 +127,7 @@ async def load_clocks(conn: AsyncConnection, units: list[str]) -> dict[str, date
     if units:
         rows = await conn.execute(text("""SELECT equipment_id, known_until FROM unit_clock
                                           WHERE equipment_id = ANY(:ids) ORDER BY equipment_id FOR UPDATE"""),
-                                  {"ids": units})
+                                  {"ids": TextArray(units)})
         clocks.update({r.equipment_id: r.known_until for r in rows})
     return clocks
 
@@ -149,13 +150,13 @@ async def load_book(conn: AsyncConnection, keys: orders.KeysToLoad) -> orders.Or
     order_ids = sorted(set(keys.order_ids) | {k.order_id for k in book.operations})
     book.orders.update(dict.fromkeys(order_ids))
     rows = await conn.execute(text("SELECT * FROM order_state WHERE order_id = ANY(:ids) ORDER BY order_id FOR UPDATE"),
-                              {"ids": order_ids})
+                              {"ids": TextArray(order_ids)})
     for r in rows:
         book.orders[r.order_id] = orders.Order(r.order_id, r.product_id, r.quantity, r.due_at, orders.OrderStatus(r.status),
                                                r.started_at, r.completed_at, r.material_loaded)
     product_ids = sorted(set(keys.product_ids) | {o.product_id for o in book.orders.values() if o is not None})
     book.products.update(dict.fromkeys(product_ids))
-    rows = await conn.execute(text("SELECT * FROM products WHERE product_id = ANY(:ids)"), {"ids": product_ids})
+    rows = await conn.execute(text("SELECT * FROM products WHERE product_id = ANY(:ids)"), {"ids": TextArray(product_ids)})
     for r in rows:
         book.products[r.product_id] = orders.Product(
             r.product_id, r.ideal_cycle_time_s,
@@ -169,17 +170,6 @@ async def load_book(conn: AsyncConnection, keys: orders.KeysToLoad) -> orders.Or
 # -- writing -------------------------------------------------------------------------------------------
 
 
-async def copy_rows(conn: AsyncConnection, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
-    """Many new rows through COPY on the transaction's own connection: far cheaper than parameters."""
-    if not rows:
-        return
-    raw = await conn.get_raw_connection()
-    async with raw.driver_connection.cursor() as cursor:
-        async with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                await copy.write_row(row)
-
-
 async def save_statuses(conn: AsyncConnection, statuses: list[EquipmentStatus | None]) -> None:
     rows = [s for s in statuses if s is not None]
     if rows:
@@ -189,9 +179,9 @@ async def save_statuses(conn: AsyncConnection, statuses: list[EquipmentStatus | 
                                          CAST(:since AS timestamptz[]), CAST(:events AS text[]))
                     ON CONFLICT (equipment_id) DO UPDATE SET state = excluded.state, reason_code = excluded.reason_code,
                         since = excluded.since, last_event_id = excluded.last_event_id"""),
-            {"ids": [s.equipment_id for s in rows], "states": [s.state for s in rows],
-             "reasons": [s.reason_code for s in rows], "since": [s.since for s in rows],
-             "events": [s.last_event_id for s in rows]})
+            {"ids": TextArray([s.equipment_id for s in rows]), "states": TextArray([s.state for s in rows]),
+             "reasons": TextArray([s.reason_code for s in rows]), "since": TimestamptzArray([s.since for s in rows]),
+             "events": TextArray([s.last_event_id for s in rows])})
 
 
 async def save_clocks(conn: AsyncConnection, clocks: dict[str, datetime]) -> None:
@@ -201,7 +191,7 @@ async def save_clocks(conn: AsyncConnection, clocks: dict[str, datetime]) -> Non
             text("""INSERT INTO unit_clock (equipment_id, known_until)
                     SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:at AS timestamptz[]))
                     ON CONFLICT (equipment_id) DO UPDATE SET known_until = greatest(unit_clock.known_until, excluded.known_until)"""),
-            {"ids": units, "at": [clocks[u] for u in units]})
+            {"ids": TextArray(units), "at": TimestamptzArray([clocks[u] for u in units])})
 
 
 async def save_book(conn: AsyncConnection, book: orders.OrderBook) -> None:
@@ -446,8 +436,10 @@ async def _extend_where_possible(conn: AsyncConnection, requests: list[Request],
                                          CAST(:s AS timestamptz[]), CAST(:c AS timestamptz[])) AS w(i, u, k, s, c)
         JOIN period_elements e ON e.equipment_id = w.u AND e.period = w.k AND e.period_start = w.s
              AND e.covered_until = w.c"""), {
-        "i": candidates, "u": [requests[i].unit for i in candidates], "k": [requests[i].period.kind for i in candidates],
-        "s": [requests[i].period.start for i in candidates], "c": [before[requests[i].unit] for i in candidates]})).all()
+        "i": Int4Array(candidates), "u": TextArray([requests[i].unit for i in candidates]),
+        "k": TextArray([requests[i].period.kind for i in candidates]),
+        "s": TimestamptzArray([requests[i].period.start for i in candidates]),
+        "c": TimestamptzArray([before[requests[i].unit] for i in candidates])})).all()
     extended = list(requests)
     for row in rows:
         priors[row.i] = _Prior({name: timedelta(microseconds=getattr(row, f"{name}_us")) for name in ELEMENTS})
@@ -470,7 +462,7 @@ async def load_origins(conn: AsyncConnection, units: list[str]) -> dict[str, dat
     rows = await conn.execute(text("""
         SELECT u, least((SELECT min(occurred_at) FROM state_changes WHERE equipment_id = u),
                         (SELECT min(occurred_at) FROM production WHERE equipment_id = u)) AS origin
-        FROM unnest(CAST(:u AS text[])) AS u"""), {"u": units})
+        FROM unnest(CAST(:u AS text[])) AS u"""), {"u": TextArray(units)})
     return {r.u: r.origin for r in rows}
 
 
@@ -503,7 +495,8 @@ async def compute(conn: AsyncConnection, requests: list[Request],
     units = sorted({r.unit for r in requests})
     low = {u: min(_time_window(r).start for r in requests if r.unit == u) for u in units}
     high = {u: max(r.period.end for r in requests if r.unit == u) for u in units}
-    args = {"u": units, "lo": [low[u] for u in units], "hi": [high[u] for u in units]}
+    args = {"u": TextArray(units), "lo": TimestamptzArray([low[u] for u in units]),
+            "hi": TimestamptzArray([high[u] for u in units])}
     states: dict[str, list[tuple]] = defaultdict(list)
     for r in await conn.execute(text("""
             SELECT s.equipment_id, s.occurred_at, s.state, s.reason_code, s.recorded_at FROM
@@ -579,8 +572,9 @@ async def count(conn: AsyncConnection, requests: list[Request]) -> list[tuple[in
             FROM scrap WHERE equipment_id = w.u AND occurred_at >= w.lo AND occurred_at < w.hi
               AND (w.cut IS NULL OR recorded_at <= w.cut)) s ON true
         ORDER BY w.i"""), {
-        "i": list(range(len(requests))), "u": [r.unit for r in requests], "lo": [r.period.start for r in requests],
-        "hi": [r.period.end for r in requests], "cut": [r.cutoff for r in requests]})
+        "i": Int4Array(range(len(requests))), "u": TextArray([r.unit for r in requests]),
+        "lo": TimestamptzArray([r.period.start for r in requests]), "hi": TimestamptzArray([r.period.end for r in requests]),
+        "cut": TimestamptzArray([r.cutoff for r in requests])})
     return [(r.pq, r.gq, r.sq, r.rq, r.unrated, r.ideal_us) for r in rows]
 
 
@@ -597,8 +591,8 @@ async def roll_up_days(conn: AsyncConnection, days: list[Request]) -> list[tuple
         LEFT JOIN period_elements h ON h.equipment_id = w.u AND h.period = 'hour'
              AND h.period_start >= w.lo AND h.period_start < w.hi
         GROUP BY w.i ORDER BY w.i"""), {
-        "i": list(range(len(days))), "u": [d.unit for d in days], "lo": [d.period.start for d in days],
-        "hi": [d.period.end for d in days]})).all()
+        "i": Int4Array(range(len(days))), "u": TextArray([d.unit for d in days]),
+        "lo": TimestamptzArray([d.period.start for d in days]), "hi": TimestamptzArray([d.period.end for d in days])})).all()
     results = []
     for request, row in zip(days, rows, strict=True):
         results.append((request, kpi.Elements(
@@ -621,6 +615,7 @@ def _row(request: Request, e: kpi.Elements) -> dict:
 
 
 _COLUMNS = [f"{n}_us" for n in ELEMENTS] + ["ideal_us", "pq", "gq", "sq", "rq", "unrated"]
+_ARRAYS = {"text": TextArray, "timestamptz": TimestamptzArray, "integer": Int4Array, "bigint": Int8Array}
 
 
 async def save_periods(conn: AsyncConnection, results: list[tuple[Request, kpi.Elements]]) -> None:
@@ -636,7 +631,7 @@ async def save_periods(conn: AsyncConnection, results: list[tuple[Request, kpi.E
         text(f"""INSERT INTO period_elements ({", ".join(columns)}, version)
                  SELECT *, 0 FROM unnest({unnest})
                  ON CONFLICT (equipment_id, period, period_start) DO UPDATE SET {updates}"""),
-        {c: [row[c] for row in rows] for c in columns})
+        {c: _ARRAYS[types.get(c, "bigint")]([row[c] for row in rows]) for c in columns})
 
 
 async def close_and_revise(conn: AsyncConnection, current: list[tuple[Request, kpi.Elements]],
@@ -665,8 +660,9 @@ async def close_and_revise(conn: AsyncConnection, current: list[tuple[Request, k
             SELECT count(*) AS versions FROM period_versions
             WHERE equipment_id = w.u AND period = w.kind AND period_start = w.lo) v ON true
         ORDER BY w.i, f.recorded_at"""), {
-        "i": list(range(len(closed))), "u": [r.unit for r in closed], "lo": [r.period.start for r in closed],
-        "hi": [r.period.end for r in closed], "kind": [r.period.kind for r in closed]})).all()
+        "i": Int4Array(range(len(closed))), "u": TextArray([r.unit for r in closed]),
+        "lo": TimestamptzArray([r.period.start for r in closed]), "hi": TimestamptzArray([r.period.end for r in closed]),
+        "kind": TextArray([r.period.kind for r in closed])})).all()
     wanted: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
     existing: dict[int, int] = {}
     for r in rows:
@@ -709,7 +705,7 @@ async def _save_versions(conn: AsyncConnection, rows: list[dict]) -> None:
     await conn.execute(
         text(f"""INSERT INTO period_versions ({", ".join(columns)}) SELECT * FROM unnest({unnest})
                  ON CONFLICT (equipment_id, period, period_start, version) DO UPDATE SET {updates}"""),
-        {c: [row[c] for row in rows] for c in columns})
+        {c: _ARRAYS[types.get(c, "bigint")]([row[c] for row in rows]) for c in columns})
     latest: dict[tuple, dict] = {}
     for row in rows:
         key = (row["equipment_id"], row["period"], row["period_start"])
@@ -721,8 +717,8 @@ async def _save_versions(conn: AsyncConnection, rows: list[dict]) -> None:
                 FROM unnest(CAST(:u AS text[]), CAST(:k AS text[]), CAST(:s AS timestamptz[]), CAST(:v AS integer[]))
                      AS v(u, k, s, version)
                 WHERE e.equipment_id = v.u AND e.period = v.k AND e.period_start = v.s"""),
-        {"u": [k[0] for k in keys], "k": [k[1] for k in keys], "s": [k[2] for k in keys],
-         "v": [latest[k]["version"] for k in keys]})
+        {"u": TextArray([k[0] for k in keys]), "k": TextArray([k[1] for k in keys]),
+         "s": TimestamptzArray([k[2] for k in keys]), "v": Int4Array([latest[k]["version"] for k in keys])})
 
 
 def _period_event(request: Request, e: kpi.Elements, version: int, known_at: datetime, caused_by: str) -> Event:
@@ -749,7 +745,7 @@ async def _runtime(conn: AsyncConnection, closed_hours: list) -> list[RuntimeAcc
     units = sorted({c[0].unit for c in closed_hours})
     totals = {r.equipment_id: [r.total_runtime_us, r.total_cycles] for r in await conn.execute(
         text("SELECT equipment_id, total_runtime_us, total_cycles FROM unit_clock WHERE equipment_id = ANY(:u)"),
-        {"u": units})}
+        {"u": TextArray(units)})}
     events = []
     for request, e, known_at, caused_by in closed_hours:
         total = totals.setdefault(request.unit, [0, 0])
@@ -764,5 +760,6 @@ async def _runtime(conn: AsyncConnection, closed_hours: list) -> list[RuntimeAcc
         text("""UPDATE unit_clock c SET total_runtime_us = t.rt, total_cycles = t.cy
                 FROM unnest(CAST(:u AS text[]), CAST(:rt AS bigint[]), CAST(:cy AS bigint[])) AS t(u, rt, cy)
                 WHERE c.equipment_id = t.u"""),
-        {"u": units, "rt": [totals[u][0] for u in units], "cy": [totals[u][1] for u in units]})
+        {"u": TextArray(units), "rt": Int8Array([totals[u][0] for u in units]),
+         "cy": Int8Array([totals[u][1] for u in units])})
     return events

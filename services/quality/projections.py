@@ -14,6 +14,7 @@ from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.common.db import copy_rows
 from services.quality import capability, spc
 from services.quality.events import (
     Characteristic,
@@ -223,17 +224,6 @@ async def load_stats(conn: AsyncConnection, batch: BatchState, keys: list[tuple[
 
 
 # -- writing -------------------------------------------------------------------------------------------
-
-
-async def copy_rows(conn: AsyncConnection, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
-    """Many new rows through COPY on the transaction's own connection: far cheaper than parameters."""
-    if not rows:
-        return
-    raw = await conn.get_raw_connection()
-    async with raw.driver_connection.cursor() as cursor:
-        async with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                await copy.write_row(row)
 
 
 async def upsert(conn: AsyncConnection, table: str, columns: dict[str, str], key: Sequence[str], rows: list[tuple]) -> None:

@@ -75,3 +75,44 @@ def test_any_batch_size_yields_the_same_sequence(items, size):
         return out
 
     assert run(size) == run(1000)
+
+
+def reference_take(lanes: dict, limit: int, waiting_on: dict) -> list:
+    """The merge as first written: a heap of partition heads, one item at a time."""
+    import heapq
+
+    if any(waiting and not lanes.get(lane) for lane, waiting in waiting_on.items()):
+        return []
+    rank = {lane: i for i, lane in enumerate(sorted(lanes, key=repr))}
+    def key(item):
+        return float("-inf") if item[1] is None else at(item[1]).timestamp()
+    heap = [(key(queue[0]), rank[lane], lane) for lane, queue in lanes.items() if queue]
+    heapq.heapify(heap)
+    taken = []
+    while heap and len(taken) < limit:
+        _, r, lane = heapq.heappop(heap)
+        taken.append((lane, lanes[lane].pop(0)))
+        if lanes[lane]:
+            heapq.heappush(heap, (key(lanes[lane][0]), r, lane))
+        elif waiting_on.get(lane):
+            break
+    return taken
+
+
+THIRD = ("mom.maintenance.events", 1)
+
+
+@given(st.lists(st.tuples(st.sampled_from([PLAN, OPERATOR, THIRD]),
+                          st.one_of(st.none(), st.integers(0, 12).map(float))), max_size=60),
+       st.lists(st.tuples(st.integers(1, 9), st.sets(st.sampled_from([PLAN, OPERATOR, THIRD]))), min_size=1, max_size=6))
+def test_the_merge_takes_what_a_heap_of_partition_heads_takes(items, rounds):
+    # ties in acceptance time, undecodable items, lagging partitions and limits, round after round
+    m = Merger(lambda item: None if item[1] is None else at(item[1]))
+    lanes: dict = {}
+    for i, (lane, stamp) in enumerate(items):
+        m.add(lane, (i, stamp))
+        lanes.setdefault(lane, []).append((i, stamp))
+    for limit, lagging in rounds:
+        waiting = {lane: lane in lagging for lane in (PLAN, OPERATOR, THIRD)}
+        assert m.take(limit, waiting) == reference_take(lanes, limit, waiting)
+        assert len(m) == sum(len(q) for q in lanes.values())

@@ -1,0 +1,60 @@
+"""COPY of new rows, in binary where every column allows it and as text where one does not: the rows
+read back are the rows written, NULLs, escapes and time zones included."""
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+from services.common.db import copy_rows, make_engine
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 2, 6, 0, 0, 123456, tzinfo=UTC)
+ROWS = [
+    ("PRESS-07", T0, 3, True, 0.25, None),
+    ("PRESS-07\ttab\\slash\nline", T0 + timedelta(microseconds=1), None, False, None, "scrap"),
+    ("WELD-02", datetime(2026, 11, 2, 8, 0, tzinfo=timezone(timedelta(hours=2))), 2**40, None, -1.5e-7, "ünïcode"),
+]
+
+
+@pytest.fixture
+def schema(prepared):
+    name = f"copy_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(prepared.superuser_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{name}"')
+        conn.execute(f'''CREATE TABLE "{name}".facts (unit text, at timestamptz, n bigint, ok boolean,
+                                                       v double precision, note text)''')
+        conn.execute(f'CREATE TABLE "{name}".tagged (unit text, at timestamptz, tags jsonb)')
+    yield name
+    with psycopg.connect(prepared.superuser_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+def read(prepared, schema: str, sql: str) -> list[tuple]:
+    with psycopg.connect(prepared.superuser_url) as conn:
+        return conn.execute(sql.format(schema=schema)).fetchall()
+
+
+async def test_rows_copied_in_binary_read_back_unchanged(prepared, schema):
+    engine = make_engine(prepared.superuser_url, schema)
+    try:
+        async with engine.begin() as conn:
+            await copy_rows(conn, "facts", ("unit", "at", "n", "ok", "v", "note"), ROWS)
+            await copy_rows(conn, "facts", ("unit", "at", "n", "ok", "v", "note"), ROWS[:1])  # types known now
+    finally:
+        await engine.dispose()
+    got = read(prepared, schema, 'SELECT unit, at, n, ok, v, note FROM "{schema}".facts')
+    assert got == [*ROWS, ROWS[0]]
+
+
+async def test_a_table_with_a_column_binary_does_not_cover_is_copied_as_text(prepared, schema):
+    engine = make_engine(prepared.superuser_url, schema)
+    try:
+        async with engine.begin() as conn:
+            await copy_rows(conn, "tagged", ("unit", "at", "tags"), [("PRESS-07", T0, '{"shift": "A"}')])
+    finally:
+        await engine.dispose()
+    assert read(prepared, schema, 'SELECT unit, at, tags FROM "{schema}".tagged') == [("PRESS-07", T0, {"shift": "A"})]
