@@ -52,6 +52,14 @@ class Catalogue:
     schemas: Mapping[str, dict]  # event type -> the raw schema JSON
     envelope: dict = field(default_factory=dict)  # schemas/common/Envelope.avsc
     schema_paths: Mapping[str, Path] = field(default_factory=dict)  # event type -> its .avsc file
+    _topic_of: dict[str, Topic] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:  # the first topic that lists an event type carries it
+        topic_of: dict[str, Topic] = {}
+        for topic in self.topics.values():
+            for event_type in topic.events:
+                topic_of.setdefault(event_type, topic)
+        object.__setattr__(self, "_topic_of", topic_of)
 
     @classmethod
     def load(cls, root: Path | None = None) -> Catalogue:
@@ -68,10 +76,10 @@ class Catalogue:
         )
 
     def topic_for(self, event_type: str) -> Topic:
-        for topic in self.topics.values():
-            if event_type in topic.events:
-                return topic
-        raise CatalogueError(f"event type {event_type!r} is on no topic of the catalogue")
+        topic = self._topic_of.get(event_type)
+        if topic is None:
+            raise CatalogueError(f"event type {event_type!r} is on no topic of the catalogue")
+        return topic
 
     def written_by(self, service: str) -> tuple[Topic, ...]:
         return tuple(topic for topic in self.topics.values() if topic.writer == service)

@@ -161,13 +161,17 @@ psycopg.adapters.register_dumper(TimestamptzArray, _TimestamptzArrayDumper)
 # psycopg's C dumpers pack numbers and timestamps directly: half the cost per row. Binary is used only
 # where every column has one of these types; anything else (jsonb, arrays) goes as text, as before.
 
-_BINARY_COPY_TYPES = frozenset({"text", "timestamp with time zone", "bigint", "integer", "smallint", "boolean",
-                                "double precision"})
-_copy_types: dict[tuple[int, str, tuple[str, ...]], list[int] | None] = {}
+_BINARY_COPY_TYPES: dict[str, frozenset[type]] = {  # column type -> the Python types its binary dumper takes
+    "text": frozenset({str}), "timestamp with time zone": frozenset({datetime}),
+    "bigint": frozenset({int, bool}), "integer": frozenset({int, bool}), "smallint": frozenset({int, bool}),
+    "boolean": frozenset({bool}), "double precision": frozenset({float, int, bool}),
+}
+_copy_types: dict[tuple[int, str, tuple[str, ...]], list[tuple[int, frozenset[type]]] | None] = {}
 
 
-async def _binary_copy_types(cursor: Any, key: tuple[int, str, tuple[str, ...]]) -> list[int] | None:
-    """The type oids of the columns, once per engine, table and columns; None unless all allow binary."""
+async def _binary_copy_types(cursor: Any, key: tuple[int, str, tuple[str, ...]]) -> list[tuple[int, frozenset[type]]] | None:
+    """Each column's type oid and the Python types it takes in binary, once per engine, table and
+    columns; None unless every column's type allows binary."""
     if key not in _copy_types:
         _, table, columns = key
         await cursor.execute(
@@ -175,9 +179,15 @@ async def _binary_copy_types(cursor: Any, key: tuple[int, str, tuple[str, ...]])
                WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped""", (table,))
         found = {name: (oid, kind) for name, oid, kind in await cursor.fetchall()}
         types = [found.get(c) for c in columns]
-        _copy_types[key] = ([t[0] for t in types] if all(t is not None and t[1] in _BINARY_COPY_TYPES for t in types)
-                            else None)
+        _copy_types[key] = ([(t[0], _BINARY_COPY_TYPES[t[1]]) for t in types]  # type: ignore[index]
+                            if all(t is not None and t[1] in _BINARY_COPY_TYPES for t in types) else None)
     return _copy_types[key]
+
+
+def _fits(columns: list[tuple[int, frozenset[type]]], rows: Sequence[tuple]) -> bool:
+    """Whether every value is one the binary dumper of its column takes (an int for a text column is not)."""
+    return all((set(map(type, values)) - {type(None)}) <= allowed
+               for (_, allowed), values in zip(columns, zip(*rows, strict=True), strict=True))
 
 
 async def copy_rows(conn: AsyncConnection, table: str, columns: Sequence[str], rows: Sequence[tuple]) -> None:
@@ -186,11 +196,11 @@ async def copy_rows(conn: AsyncConnection, table: str, columns: Sequence[str], r
         return
     raw = await conn.get_raw_connection()
     async with raw.driver_connection.cursor() as cursor:
-        oids = await _binary_copy_types(cursor, (id(conn.sync_engine), table, tuple(columns)))
-        binary = " (FORMAT BINARY)" if oids is not None else ""
-        async with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN{binary}") as copy:
-            if oids is not None:
-                copy.set_types(oids)
+        types = await _binary_copy_types(cursor, (id(conn.sync_engine), table, tuple(columns)))
+        binary = types is not None and _fits(types, rows)
+        async with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN{' (FORMAT BINARY)' if binary else ''}") as copy:
+            if binary:
+                copy.set_types([oid for oid, _ in types])  # type: ignore[union-attr]
             for row in rows:
                 await copy.write_row(row)
 

@@ -139,6 +139,7 @@ class ConsumerLoop:
         self._prefetch: asyncio.Future | None = None  # consume() of the next batch, running while one commits
         self._makers: dict[str, Callable[[Any], Any] | None] = {}  # event type -> record-to-event, None if unused
         self._ends: dict[tuple[str, int], int] = {}  # end offsets asked for at assignment
+        self._topics: dict[str, str] = {}  # derived event type -> its topic
 
     # -- partition assignment (called by librdkafka inside consume(), on the consuming thread) --
 
@@ -504,14 +505,12 @@ class ConsumerLoop:
     def _outbox_row(self, event: Any) -> OutboxRow:
         event_type = type(event).__name__
         record = self._spec.events.to_record(event)
+        topic = self._topics.get(event_type)
+        if topic is None:  # the catalogue's answer for a type, looked up once
+            topic = self._topics[event_type] = self._catalogue.topic_for(event_type).name
         key = self._catalogue.key_for(event_type, record)
-        return OutboxRow(
-            event_id=event.event_id,
-            event_type=event_type,
-            topic=self._catalogue.topic_for(event_type).name,
-            key=key.encode(),
-            value=self._codec.encode(event_type, record),
-        )
+        return OutboxRow(event_id=event.event_id, event_type=event_type, topic=topic, key=key.encode(),
+                         value=self._codec.encode(event_type, record))
 
     def _after_commit(self, batch: _Batch, started: float) -> None:
         now = time.time()

@@ -92,23 +92,57 @@ class Merger(Generic[Item]):
         blocked = [lane for lane, waiting in waiting_on.items() if waiting and not self._lanes.get(lane)]
         if blocked:
             return []
-        lanes = {buffer.tiebreak: (lane, buffer) for lane, buffer in self._lanes.items() if buffer}
+        lanes = sorted(((buffer.tiebreak, lane, buffer) for lane, buffer in self._lanes.items() if buffer),
+                       key=lambda entry: entry[0])
         if not lanes:
             return []
         if len(lanes) == 1:  # one partition: its own order, as far as the limit
-            ((lane, buffer),) = lanes.values()
+            ((_, lane, buffer),) = lanes
             return [(lane, item) for item in buffer.pop(min(limit, len(buffer)))]
-        keys: list[tuple[float, str, int]] = []
-        ends: list[tuple[float, str, int]] = []  # the last key of each lagging partition
-        for tiebreak, (lane, buffer) in lanes.items():
-            count = min(limit, len(buffer))  # the first `limit` of the merge come from each one's first `limit`
-            head = buffer.head
-            lane_keys = list(zip(accumulate(buffer.keys[head:head + count], max), repeat(tiebreak), range(count)))
-            keys.extend(lane_keys)
+        # Each lane's latest acceptance time so far, up to each item (non-decreasing); the first
+        # `limit` of the merge come from each lane's first `limit`, and only from items whose time is at
+        # most the least time that `limit` items reach.
+        heads = [list(accumulate(buffer.keys[buffer.head:buffer.head + min(limit, len(buffer))], max))
+                 for _, _, buffer in lanes]
+        counts = [len(times) for times in heads]
+        if sum(counts) > limit:
+            bound = _least_time_reached_by(limit, heads)
+            if bound is not None:
+                counts = [bisect_right(times, bound) for times in heads]
+        # Lanes side by side in partition order: a stable sort on the time alone then orders by
+        # (time, partition, position).
+        latest: list[float] = []
+        items: list = []
+        owners: list[int] = []
+        lasts: list[int] = []  # where the last item of each lagging partition stands in `latest`
+        for number, ((_, lane, buffer), times, count) in enumerate(zip(lanes, heads, counts, strict=True)):
+            latest.extend(times[:count])
+            items.extend(buffer.items[buffer.head:buffer.head + count])
+            owners.extend(repeat(number, count))
             if waiting_on.get(lane) and count == len(buffer):
-                ends.append(lane_keys[-1])
-        keys.sort()
-        stop = min(limit, bisect_right(keys, min(ends)) if ends else limit)
-        taken_per_lane = Counter(tiebreak for _, tiebreak, _ in keys[:stop])
-        popped = {tiebreak: iter(lanes[tiebreak][1].pop(count)) for tiebreak, count in taken_per_lane.items()}
-        return [(lanes[tiebreak][0], next(popped[tiebreak])) for _, tiebreak, _ in keys[:stop]]
+                lasts.append(len(latest) - 1)
+        order = sorted(range(len(latest)), key=latest.__getitem__)
+        if lasts:  # the first lagging partition to run dry ends the take
+            limit = min(limit, min(map(order.index, lasts)) + 1)
+        order = order[:limit]
+        for number, count in Counter(map(owners.__getitem__, order)).items():
+            lanes[number][2].pop(count)
+        return [(lanes[owners[index]][1], items[index]) for index in order]
+
+
+def _least_time_reached_by(limit: int, lanes: list[list[float]]) -> float | None:
+    """A time no earlier than the least time t with at least `limit` items at or before t, and close to
+    it (bisection over time); None when an item has no time (undecodable), where there is no range."""
+    low = min(times[0] for times in lanes if times)
+    high = max(times[-1] for times in lanes if times)
+    if low == float("-inf"):
+        return None
+    for _ in range(48):
+        middle = (low + high) / 2
+        if middle <= low or middle >= high:
+            break
+        if sum(bisect_right(times, middle) for times in lanes) >= limit:
+            high = middle
+        else:
+            low = middle
+    return high

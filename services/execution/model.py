@@ -84,12 +84,13 @@ class BatchState:
     touched: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)  # unit -> time range to recompute
 
     def touch(self, equipment_id: str, start: datetime, end: datetime | None = None) -> None:
-        end = max(start, end or start)
-        if equipment_id in self.touched:
-            low, high = self.touched[equipment_id]
-            self.touched[equipment_id] = (min(low, start), max(high, end))
-        else:
+        if end is None or end < start:
+            end = start
+        span = self.touched.get(equipment_id)
+        if span is None:
             self.touched[equipment_id] = (start, end)
+        elif start < span[0] or end > span[1]:  # once per event: plain comparisons, no new tuple unless it grows
+            self.touched[equipment_id] = (start if start < span[0] else span[0], end if end > span[1] else span[1])
 
 
 def is_too_late(known_until: datetime | None, occurred_at: datetime, lateness: timedelta) -> bool:
@@ -101,7 +102,9 @@ def advance_clock(batch: BatchState, equipment_id: str, occurred_at: datetime) -
     before = batch.clocks.get(equipment_id)
     if before is None or occurred_at > before:
         batch.clocks[equipment_id] = occurred_at
-    batch.touch(equipment_id, min(before or occurred_at, occurred_at), occurred_at)
+        batch.touch(equipment_id, before or occurred_at, occurred_at)
+    else:
+        batch.touch(equipment_id, occurred_at, occurred_at)
 
 
 def evolve_status(status: EquipmentStatus | None, event: MachineStateChanged) -> EquipmentStatus | None:

@@ -86,9 +86,10 @@ class ExecutionProjector:
 
     async def apply(self, conn: AsyncConnection, events: Sequence[Event]) -> list[Event]:
         units = sorted({e.equipment_id for e in events if isinstance(e, MachineStateChanged | PartsProduced | ScrapReported)})
+        clocks, last_states = await load_unit_clocks(conn, units)
         batch = BatchState(
             statuses=await load_statuses(conn, sorted({e.equipment_id for e in events if isinstance(e, MachineStateChanged)})),
-            clocks=await load_clocks(conn, units),
+            clocks=clocks,
             book=await load_book(conn, orders.keys_to_load(events)),
             lateness=self.lateness, minor_stop=self.minor_stop,
         )
@@ -97,9 +98,11 @@ class ExecutionProjector:
         await save_book(conn, batch.book)
         await save_statuses(conn, [batch.statuses[u] for u in sorted(batch.changed)])
         await save_facts(conn, batch)
-        await save_clocks(conn, {u: c for u, c in batch.clocks.items() if c is not None and c != clocks_before.get(u)})
+        latest = latest_states(last_states, batch.state_changes)
+        await save_clocks(conn, {u: c for u, c in batch.clocks.items() if c is not None and c != clocks_before.get(u)},
+                          {u: s for u, s in latest.items() if s != last_states.get(u)})
         if not self.deferring:
-            derived.extend(await recompute_periods(conn, batch, clocks_before))
+            derived.extend(await recompute_periods(conn, batch, clocks_before, last_states))
         for late in batch.late:
             LATE_EVENTS.labels(type(late.event).__name__).inc()
         for event in derived:
@@ -120,6 +123,44 @@ async def load_statuses(conn: AsyncConnection, equipment: list[str]) -> dict[str
         for r in rows:
             statuses[r.equipment_id] = EquipmentStatus(r.equipment_id, r.state, r.reason_code, r.since, r.last_event_id)
     return statuses
+
+
+@dataclass(frozen=True, slots=True)
+class LastState:
+    """A unit's latest stored state change by event time; `state` None when two share that instant
+    (their order would then be the database's collation's, so nothing is concluded from it)."""
+
+    at: datetime
+    event_id: str | None
+    state: str | None
+
+
+async def load_unit_clocks(conn: AsyncConnection, units: list[str]) -> tuple[dict[str, datetime | None],
+                                                                           dict[str, LastState]]:
+    """Each unit's clock and its latest state change, locked for this batch."""
+    clocks: dict[str, datetime | None] = dict.fromkeys(units)
+    last: dict[str, LastState] = {}
+    if units:
+        rows = await conn.execute(text("""SELECT equipment_id, known_until, last_state_at, last_state_event_id, last_state
+                                          FROM unit_clock WHERE equipment_id = ANY(:ids) ORDER BY equipment_id FOR UPDATE"""),
+                                  {"ids": TextArray(units)})
+        for r in rows:
+            clocks[r.equipment_id] = r.known_until
+            if r.last_state_at is not None:
+                last[r.equipment_id] = LastState(r.last_state_at, r.last_state_event_id, r.last_state)
+    return clocks, last
+
+
+def latest_states(last: dict[str, LastState], changes: Sequence[MachineStateChanged]) -> dict[str, LastState]:
+    """`last` moved on by this batch's stored state changes: the latest by event time, or a tie."""
+    latest = dict(last)
+    for change in changes:
+        known = latest.get(change.equipment_id)
+        if known is None or change.occurred_at > known.at:
+            latest[change.equipment_id] = LastState(change.occurred_at, change.event_id, change.state)
+        elif change.occurred_at == known.at and change.event_id != known.event_id:
+            latest[change.equipment_id] = LastState(known.at, None, None)
+    return latest
 
 
 async def load_clocks(conn: AsyncConnection, units: list[str]) -> dict[str, datetime | None]:
@@ -184,7 +225,7 @@ async def save_statuses(conn: AsyncConnection, statuses: list[EquipmentStatus | 
              "events": TextArray([s.last_event_id for s in rows])})
 
 
-async def save_clocks(conn: AsyncConnection, clocks: dict[str, datetime]) -> None:
+async def save_clocks(conn: AsyncConnection, clocks: dict[str, datetime], last_states: dict[str, LastState]) -> None:
     if clocks:
         units = sorted(clocks)
         await conn.execute(
@@ -192,6 +233,16 @@ async def save_clocks(conn: AsyncConnection, clocks: dict[str, datetime]) -> Non
                     SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:at AS timestamptz[]))
                     ON CONFLICT (equipment_id) DO UPDATE SET known_until = greatest(unit_clock.known_until, excluded.known_until)"""),
             {"ids": TextArray(units), "at": TimestamptzArray([clocks[u] for u in units])})
+    if last_states:  # every unit with a stored state change has a clock, so its row exists by now
+        units = sorted(last_states)
+        await conn.execute(
+            text("""UPDATE unit_clock c SET last_state_at = v.at, last_state_event_id = v.event_id, last_state = v.state
+                    FROM unnest(CAST(:ids AS text[]), CAST(:at AS timestamptz[]), CAST(:events AS text[]),
+                                CAST(:states AS text[])) AS v(id, at, event_id, state)
+                    WHERE c.equipment_id = v.id"""),
+            {"ids": TextArray(units), "at": TimestamptzArray([last_states[u].at for u in units]),
+             "events": TextArray([last_states[u].event_id for u in units]),
+             "states": TextArray([last_states[u].state for u in units])})
 
 
 async def save_book(conn: AsyncConnection, book: orders.OrderBook) -> None:
@@ -357,7 +408,8 @@ def _time_window(request: Request) -> kpi.Period:
 
 
 async def recompute_periods(conn: AsyncConnection, batch: BatchState,
-                            clocks_before: dict[str, datetime | None] | None = None) -> list[Event]:
+                            clocks_before: dict[str, datetime | None] | None = None,
+                            last_states: dict[str, LastState] | None = None) -> list[Event]:
     touched = dict(batch.touched)
     hierarchy = await load_hierarchy(conn) if (touched or batch.shifts or batch.equipment) else None
     if hierarchy is None:
@@ -397,8 +449,9 @@ async def recompute_periods(conn: AsyncConnection, batch: BatchState,
                         if p.start < end and p.end > low and _lived_in(p, lived))
         days.extend(Request(unit, p, known) for p in kpi.day_windows(low, end, zone) if _lived_in(p, lived))
     requests, priors = await _extend_where_possible(conn, requests, before, touched)
+    known = _known_in_memory(batch, requests, priors, before, touched, last_states, rebuild) if clocks_before else None
     current = [(request, e if prior is None else prior.extended_by(e)) for (request, e), prior
-               in zip(await compute(conn, requests, shifts), priors, strict=True)]
+               in zip(await compute(conn, requests, shifts, known), priors, strict=True)]
     current = [(replace(request, since=None), e) for request, e in current]
     await save_periods(conn, current)
     current += await roll_up_days(conn, days)
@@ -407,9 +460,11 @@ async def recompute_periods(conn: AsyncConnection, batch: BatchState,
 
 @dataclass(frozen=True)
 class _Prior:
-    """A stored open period's time elements up to the unit's clock before this batch."""
+    """A stored open period's time elements up to the unit's clock before this batch, and its counts
+    (of every fact stored in it so far, as `count` takes them)."""
 
     elements: dict[str, timedelta]
+    counts: tuple[int, int, int, int, int, int]  # pq, gq, sq, rq, unrated, ideal_us
 
     def extended_by(self, later: kpi.Elements) -> kpi.Elements:
         """These time elements plus `later`'s (measured from where these stop); counts are `later`'s,
@@ -430,7 +485,7 @@ async def _extend_where_possible(conn: AsyncConnection, requests: list[Request],
     priors: list[_Prior | None] = [None] * len(requests)
     if not candidates:
         return requests, priors
-    columns = ", ".join(f"e.{name}_us" for name in ELEMENTS)
+    columns = ", ".join([*(f"e.{name}_us" for name in ELEMENTS), "e.pq", "e.gq", "e.sq", "e.rq", "e.unrated", "e.ideal_us"])
     rows = (await conn.execute(text(f"""
         SELECT w.i, {columns} FROM unnest(CAST(:i AS integer[]), CAST(:u AS text[]), CAST(:k AS text[]),
                                          CAST(:s AS timestamptz[]), CAST(:c AS timestamptz[])) AS w(i, u, k, s, c)
@@ -442,7 +497,8 @@ async def _extend_where_possible(conn: AsyncConnection, requests: list[Request],
         "c": TimestamptzArray([before[requests[i].unit] for i in candidates])})).all()
     extended = list(requests)
     for row in rows:
-        priors[row.i] = _Prior({name: timedelta(microseconds=getattr(row, f"{name}_us")) for name in ELEMENTS})
+        priors[row.i] = _Prior({name: timedelta(microseconds=getattr(row, f"{name}_us")) for name in ELEMENTS},
+                               (row.pq, row.gq, row.sq, row.rq, row.unrated, row.ideal_us))
         extended[row.i] = replace(requests[row.i], since=before[requests[row.i].unit])
     return extended, priors
 
@@ -453,6 +509,79 @@ def _lived_in(period: kpi.Period, lived: tuple[datetime, datetime]) -> bool:
     periods do not depend on which batch the sign-in came in."""
     first, known = lived
     return period.end > first and period.start <= known
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What a batch knows without reading stored facts: some units' state changes (rows as compute's
+    query gives them) and some periods' counts (by index into the requests)."""
+
+    states: dict[str, list[tuple]]
+    counts: dict[int, tuple[int, int, int, int, int, int]]
+
+
+def _known_in_memory(batch: BatchState, requests: list[Request], priors: list[_Prior | None],
+                     before: dict[str, datetime | None], touched: dict[str, tuple[datetime, datetime]],
+                     last_states: dict[str, LastState] | None, rebuild: set[str]) -> _Known:
+    """A batch whose facts of a unit all lie at or after the unit's clock needs no stored state change
+    of it but the latest (kept beside the clock): the stored ones all lie at or before the clock. So the
+    states of each such unit whose requests all start at or after its clock (extended periods start
+    at the clock, new ones later) are that latest one and the batch's own, provided no two of them
+    share an instant (the order of those would be the database's collation's). And an extended
+    period's counts are its stored counts plus those of the batch's facts in it, the same sums `count`
+    takes over the period."""
+    last_states = last_states or {}
+    starts: dict[str, list[datetime]] = defaultdict(list)
+    for request in requests:
+        starts[request.unit].append(_time_window(request).start)
+    changes: dict[str, list[MachineStateChanged]] = defaultdict(list)
+    for change in batch.state_changes:
+        changes[change.equipment_id].append(change)
+    states: dict[str, list[tuple]] = {}
+    for unit, unit_starts in starts.items():
+        clock = before.get(unit)
+        if clock is None or unit in rebuild or touched[unit][0] < clock or min(unit_starts) < clock:
+            continue
+        last = last_states.get(unit)
+        if last is not None and last.state is None:
+            continue
+        own = sorted(changes.get(unit, ()), key=lambda c: c.occurred_at)
+        instants = [c.occurred_at for c in own] + ([last.at] if last is not None else [])
+        if len(set(instants)) < len(instants):
+            continue
+        rows = [(last.at, last.state, None, last.at)] if last is not None else []
+        states[unit] = rows + [(c.occurred_at, c.state, c.reason_code, c.recorded_at) for c in own]
+    counts: dict[int, tuple[int, int, int, int, int, int]] = {}
+    extended = [i for i, prior in enumerate(priors) if prior is not None]
+    if extended:
+        production: dict[str, list] = defaultdict(list)
+        for fact in batch.production:
+            production[fact.event.equipment_id].append(fact)
+        scrap: dict[str, list[ScrapReported]] = defaultdict(list)
+        for report in batch.scrap:
+            scrap[report.equipment_id].append(report)
+        for i in extended:
+            request, prior = requests[i], priors[i]
+            start, end = request.period.start, request.period.end
+            good = reject = unrated = ideal = scrapped = reworked = 0
+            for fact in production.get(request.unit, ()):
+                if start <= fact.event.occurred_at < end:
+                    good += fact.event.good
+                    reject += fact.event.reject
+                    if fact.ideal_us is None:
+                        unrated += fact.event.good + fact.event.reject
+                    else:
+                        ideal += fact.ideal_us
+            for report in scrap.get(request.unit, ()):
+                if start <= report.occurred_at < end:
+                    if report.rework:
+                        reworked += report.quantity
+                    else:
+                        scrapped += report.quantity
+            pq, gq, sq, rq, prior_unrated, prior_ideal = prior.counts  # type: ignore[union-attr]
+            counts[i] = (pq + good + reject, gq + good - scrapped - reworked, sq + reject + scrapped, rq + reworked,
+                         prior_unrated + unrated, prior_ideal + ideal)
+    return _Known(states, counts)
 
 
 async def load_origins(conn: AsyncConnection, units: list[str]) -> dict[str, datetime]:
@@ -487,18 +616,21 @@ async def load_shifts(conn: AsyncConnection, hierarchy: Hierarchy, units: list[s
     return shifts
 
 
-async def compute(conn: AsyncConnection, requests: list[Request],
-                  shifts: dict[str, list[kpi.Shift]]) -> list[tuple[Request, kpi.Elements]]:
-    """Elements of each requested period from the stored facts: time by kpi.compute, counts by SQL."""
+async def compute(conn: AsyncConnection, requests: list[Request], shifts: dict[str, list[kpi.Shift]],
+                  known: _Known | None = None) -> list[tuple[Request, kpi.Elements]]:
+    """Elements of each requested period from the stored facts: time by kpi.compute, counts by SQL;
+    what `known` holds (a unit's states, a period's counts) comes from memory instead."""
     if not requests:
         return []
+    known = known or _Known({}, {})
     units = sorted({r.unit for r in requests})
     low = {u: min(_time_window(r).start for r in requests if r.unit == u) for u in units}
     high = {u: max(r.period.end for r in requests if r.unit == u) for u in units}
     args = {"u": TextArray(units), "lo": TimestamptzArray([low[u] for u in units]),
             "hi": TimestamptzArray([high[u] for u in units])}
-    states: dict[str, list[tuple]] = defaultdict(list)
-    for r in await conn.execute(text("""
+    states: dict[str, list[tuple]] = defaultdict(list, known.states)
+    unknown = [u for u in units if u not in known.states]
+    for r in [] if not unknown else await conn.execute(text("""
             SELECT s.equipment_id, s.occurred_at, s.state, s.reason_code, s.recorded_at FROM
             unnest(CAST(:u AS text[]), CAST(:lo AS timestamptz[]), CAST(:hi AS timestamptz[])) AS w(u, lo, hi)
             JOIN LATERAL (
@@ -506,7 +638,9 @@ async def compute(conn: AsyncConnection, requests: list[Request],
                  ORDER BY occurred_at DESC, event_id DESC LIMIT 8)
                 UNION ALL
                 (SELECT * FROM state_changes WHERE equipment_id = w.u AND occurred_at >= w.lo AND occurred_at < w.hi)
-            ) s ON true ORDER BY s.equipment_id, s.occurred_at, s.event_id"""), args):
+            ) s ON true ORDER BY s.equipment_id, s.occurred_at, s.event_id"""), {
+                "u": TextArray(unknown), "lo": TimestamptzArray([low[u] for u in unknown]),
+                "hi": TimestamptzArray([high[u] for u in unknown])}):
         states[r.equipment_id].append((r.occurred_at, r.state, r.reason_code, r.recorded_at))
     # Windows that overlap the unit's requested range; open ones (no end yet) always do.
     lockouts: dict[str, list[tuple]] = defaultdict(list)
@@ -532,7 +666,9 @@ async def compute(conn: AsyncConnection, requests: list[Request],
                  AND (a.signed_out_at IS NULL OR a.signed_out_at > w.lo)
             ORDER BY 1, 3"""), args):
         attendance[r.equipment_id].append(kpi.Attendance(r.operator_id, r.signed_in_at, r.signed_out_at))
-    counts = await count(conn, requests)
+    to_count = [i for i in range(len(requests)) if i not in known.counts]
+    counted = dict(zip(to_count, await count(conn, [requests[i] for i in to_count]), strict=True)) if to_count else {}
+    counts = [known.counts[i] if i in known.counts else counted[i] for i in range(len(requests))]
     results = []
     for i, request in enumerate(requests):
         cutoff = request.cutoff

@@ -50,6 +50,16 @@ async def test_rows_copied_in_binary_read_back_unchanged(prepared, schema):
     assert got == [*ROWS, ROWS[0]]
 
 
+async def test_a_value_the_binary_format_would_refuse_sends_the_rows_as_text(prepared, schema):
+    engine = make_engine(prepared.superuser_url, schema)
+    try:
+        async with engine.begin() as conn:  # an int for the text column `note`: text format turns it into '7'
+            await copy_rows(conn, "facts", ("unit", "at", "n", "ok", "v", "note"), [("PRESS-07", T0, 1, True, 2, 7)])
+    finally:
+        await engine.dispose()
+    assert read(prepared, schema, 'SELECT note, v FROM "{schema}".facts') == [("7", 2.0)]
+
+
 async def test_a_table_with_a_column_binary_does_not_cover_is_copied_as_text(prepared, schema):
     engine = make_engine(prepared.superuser_url, schema)
     try:

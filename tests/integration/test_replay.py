@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -40,6 +41,44 @@ async def test_a_rebuilt_schema_equals_the_live_one_row_for_row(prepared, scratc
                              WHERE equipment_id = %s AND period = 'hour' AND period_start = %s""", (presses[0], T0))
         changed = {d.table: (d.only_live, d.only_replay) for d in compare(prepared.superuser_url, scratch.db_schema, target)}
         assert changed["period_elements"] == (1, 1)
+    finally:
+        with psycopg.connect(prepared.superuser_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{target}" CASCADE')
+
+
+async def test_periods_extended_batch_by_batch_equal_those_computed_from_the_stored_facts(prepared, scratch):
+    # Given one unit whose stream, in batches of three, extends its open hours from the clock on, with
+    # two state changes at one instant (listed against their ids' order) and scrap inside an open hour
+    start = start_at_end(prepared, scratch)
+    press = unit()
+
+    def state(i: int, event_id: str, minute: float, value: str) -> dict:
+        return {"type": "MachineStateChanged", "event_id": f"{press}-{event_id}", "occurred_at": T0 + timedelta(minutes=minute),
+                "equipment_id": press, "state": value, "reason_code": None}
+
+    events = [state(0, "s0", 0, "RUNNING"), *parts(press, 40), state(1, "s2", 20, "DOWN"), state(2, "s1", 20, "IDLE"),
+              state(3, "s3", 21, "RUNNING"), *parts(press, 200, prefix=f"{press}-b")[60:],
+              {"type": "ScrapReported", "event_id": f"{press}-scrap", "occurred_at": T0 + timedelta(minutes=99.75),
+               "equipment_id": press, "order_id": None, "quantity": 4, "reason_code": "BURR", "rework": False},
+              state(4, "s4", 101, "SETUP"), *[{**p, "occurred_at": p["occurred_at"] + timedelta(minutes=100)}
+                                               for p in parts(press, 30, prefix=f"{press}-c")]]
+    produce(prepared, events)
+    live = replace(scratch, batch_max_events=3)
+    await run_until(build_worker(live, lambda c: build_execution(live, c)), caught_up(prepared, live))
+    # When the service is replayed, which computes every period once from the stored facts
+    target = f"{scratch.db_schema}_r"
+    try:
+        await rebuild(scratch, build_execution, prepared.superuser_url, target, start=start)
+        # Then periods, versions and clocks are identical, row for row
+        differences = [(d.table, d.only_live, d.only_replay) for d in compare(prepared.superuser_url, scratch.db_schema, target)
+                       if d.only_live or d.only_replay]
+        assert differences == []
+        with psycopg.connect(prepared.superuser_url) as conn:
+            hours = conn.execute(f"""SELECT count(*), sum(sq) FROM "{target}".period_elements
+                                     WHERE equipment_id = %s AND period = 'hour'""", (press,)).fetchone()
+            tie = conn.execute(f'SELECT last_state FROM "{target}".unit_clock WHERE equipment_id = %s', (press,)).fetchone()
+        assert hours == (2, 40 + 140 + 30 + 4)  # one reject per report, and the scrap
+        assert tie == ("SETUP",)
     finally:
         with psycopg.connect(prepared.superuser_url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{target}" CASCADE')
