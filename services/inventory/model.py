@@ -62,6 +62,7 @@ from services.inventory.events import (
 
 SERVICE = "inventory"
 EPSILON = 1e-9          # quantities closer than this are equal (floating point sums of parts)
+QUANTUM_DIGITS = 9      # stored quantities are kept to this many decimals (see quantized)
 PRODUCED_UNIT = "pcs"   # produced lots count parts
 LOSS_KINDS = ("production", "storage_and_transport", "other")
 
@@ -157,6 +158,14 @@ def output_lot_id(order_id: str) -> str:
     return f"LOT-{order_id}"
 
 
+def quantized(quantity: float) -> float:
+    """A running quantity rounded to a billionth of its unit. Float sums of the same parts in another
+    order differ in their last bits (335.0000000000007 against 335.0000000000012), and a live worker
+    and a replay may apply a lot's movements in other orders when the events of several partitions
+    arrive out of acceptance order; rounding makes both the same number."""
+    return round(quantity, QUANTUM_DIGITS) + 0.0  # + 0.0: no negative zero
+
+
 def contribution(lot: Lot | None) -> float:
     """What a lot adds to its material's available quantity."""
     return lot.quantity if lot is not None and lot.known and lot.status == LotStatus.AVAILABLE else 0.0
@@ -166,7 +175,7 @@ def with_stock(lot: Lot, location_id: str, delta: float, at: datetime) -> Lot:
     """The lot with `delta` added at a location; an entry that reaches zero disappears."""
     entries = {s.location_id: s for s in lot.stock}
     current = entries.get(location_id)
-    quantity = (current.quantity if current else 0.0) + delta
+    quantity = quantized((current.quantity if current else 0.0) + delta)
     if abs(quantity) <= EPSILON:
         entries.pop(location_id, None)
     else:
@@ -235,7 +244,7 @@ class Book:
         delta = contribution(lot) - contribution(before)
         if lot.material_id is not None and (delta or self.materials.get(lot.material_id) is None):
             material = self.material(lot.material_id)
-            self.put_material(replace(material, available=material.available + delta,
+            self.put_material(replace(material, available=quantized(material.available + delta),
                                       unit=material.unit or lot.unit), cause)
 
     def put_material(self, material: Material, cause: Event) -> None:
