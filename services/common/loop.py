@@ -139,7 +139,6 @@ class ConsumerLoop:
         self._prefetch: asyncio.Future | None = None  # consume() of the next batch, running while one commits
         self._makers: dict[str, Callable[[Any], Any] | None] = {}  # event type -> record-to-event, None if unused
         self._ends: dict[tuple[str, int], int] = {}  # end offsets asked for at assignment
-        self._topics: dict[str, str] = {}  # derived event type -> its topic
 
     # -- partition assignment (called by librdkafka inside consume(), on the consuming thread) --
 
@@ -311,12 +310,10 @@ class ConsumerLoop:
         fetched = self._fetched
         decode = self._codec.decode
         makers = self._makers
-        extend = self._merger.extend
+        add = self._merger.add
         entry = _Entry
         last_tp = None
         position = None
-        run: list[_Entry] = []  # consecutive records of one partition go to its buffer together
-        add = run.append
         for record in records:
             error = record.error()
             if error is not None:
@@ -325,10 +322,6 @@ class ConsumerLoop:
                 continue
             tp = (record.topic(), record.partition())
             if tp != last_tp:
-                if run:
-                    extend(last_tp, run)
-                    run = []
-                    add = run.append
                 last_tp = tp
                 position = max(positions.get(tp, -1), fetched.get(tp, -1)) if tp in positions else None
             offset = record.offset()
@@ -344,14 +337,12 @@ class ConsumerLoop:
                 except KeyError:
                     make = makers[event_type] = self._spec.events.maker(event_type)
                 if make is None:
-                    add(entry(offset, None, None, body.get("recorded_at")))
+                    add(tp, entry(offset, None, None, body.get("recorded_at")))
                     continue
                 event = make(body)
-                add(entry(offset, event, None, event.recorded_at))
+                add(tp, entry(offset, event, None, event.recorded_at))
             except (DecodeError, TypeError, KeyError, ValueError) as exc:
-                add(entry(offset, None, self._dead_letter(tp, offset, event_type, f"decode: {exc}", value), None))
-        if run:
-            extend(last_tp, run)
+                add(tp, entry(offset, None, self._dead_letter(tp, offset, event_type, f"decode: {exc}", value), None))
 
     def _waiting_on(self) -> dict[tuple[str, int], bool]:
         """Partitions that may hold an event earlier than those buffered.
@@ -505,12 +496,14 @@ class ConsumerLoop:
     def _outbox_row(self, event: Any) -> OutboxRow:
         event_type = type(event).__name__
         record = self._spec.events.to_record(event)
-        topic = self._topics.get(event_type)
-        if topic is None:  # the catalogue's answer for a type, looked up once
-            topic = self._topics[event_type] = self._catalogue.topic_for(event_type).name
         key = self._catalogue.key_for(event_type, record)
-        return OutboxRow(event_id=event.event_id, event_type=event_type, topic=topic, key=key.encode(),
-                         value=self._codec.encode(event_type, record))
+        return OutboxRow(
+            event_id=event.event_id,
+            event_type=event_type,
+            topic=self._catalogue.topic_for(event_type).name,
+            key=key.encode(),
+            value=self._codec.encode(event_type, record),
+        )
 
     def _after_commit(self, batch: _Batch, started: float) -> None:
         now = time.time()
