@@ -39,6 +39,7 @@ import json
 import struct
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -81,10 +82,27 @@ class Decoder:
         if schema_id not in self._by_id:
             if self._registry_url is None:
                 raise UndecodableRecord(f"Confluent-framed value (schema id {schema_id}) but no --registry given")
-            with urllib.request.urlopen(f"{self._registry_url}/schemas/ids/{schema_id}", timeout=10) as answer:
-                raw = json.loads(json.loads(answer.read())["schema"])
+            raw = json.loads(json.loads(self._fetch(f"{self._registry_url}/schemas/ids/{schema_id}"))["schema"])
             self._by_id[schema_id] = parse_schema(raw, named_schemas={})
         return self._by_id[schema_id]
+
+    @staticmethod
+    def _fetch(url: str, patience_s: float = 60.0) -> bytes:
+        """GET, asking again with backoff while the registry is unreachable or answers 5xx (a registry
+        whose own database just restarted answers 500 until its connections are renewed)."""
+        deadline, pause = time.monotonic() + patience_s, 0.25
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=10) as answer:
+                    return answer.read()
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500 or time.monotonic() + pause > deadline:
+                    raise
+            except urllib.error.URLError:
+                if time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
     def decode(self, value: bytes) -> tuple[str, dict[str, Any]]:
         """(event type, record) of one Kafka value."""
