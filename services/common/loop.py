@@ -285,7 +285,7 @@ class ConsumerLoop:
         del records
         if near_tail:
             self._step_over_markers()
-        if not len(self._merger) and not self._marker_gaps():
+        if not len(self._merger) and not self._past_markers():
             return 0
         batch = self._take()
         self._flow()
@@ -368,10 +368,11 @@ class ConsumerLoop:
             if p.error is None and p.offset >= 0 and tp in self._positions and p.offset > fetched.get(tp, self._positions[tp]):
                 fetched[tp] = p.offset
 
-    def _marker_gaps(self) -> bool:
-        """Whether a partition with nothing buffered was fetched past its stored position (markers only)."""
-        return any(fetched > self._positions.get(tp, fetched) for tp, fetched in self._fetched.items()
-                   if not self._merger.buffered(tp))
+    def _past_markers(self) -> dict[tuple[str, int], int]:
+        """Partitions with nothing buffered that were fetched past their stored position (over markers
+        only, then): where each may move to."""
+        return {tp: fetched for tp, fetched in self._fetched.items()
+                if fetched > self._positions.get(tp, fetched) and not self._merger.buffered(tp)}
 
     def _waiting_on(self) -> dict[tuple[str, int], bool]:
         """Partitions that may hold an event earlier than those buffered.
@@ -435,13 +436,9 @@ class ConsumerLoop:
                 batch.dead.append(taken.dead)
             else:
                 batch.skipped += 1
-        for tp, fetched in self._fetched.items():  # past markers: what remains of a drained partition
-            if tp in self._positions and not self._merger.buffered(tp):
-                span = batch.spans.get(tp)
-                if span is None and fetched > self._positions[tp]:
-                    batch.spans[tp] = [self._positions[tp], fetched]
-                elif span is not None and fetched > span[1]:
-                    span[1] = fetched
+        for tp, fetched in self._past_markers().items():  # what remains of a drained partition: markers
+            span = batch.spans.setdefault(tp, [self._positions[tp], fetched])
+            span[1] = max(span[1], fetched)
         return batch
 
     @staticmethod
