@@ -484,20 +484,30 @@ class Chaos:
         """event_id headers of `topic` since the run began, read with read_committed."""
         ends = {tp: o for tp, o in end_offsets(self.kafka, [topic]).items()}
         consumer = kafka.consumer(self.kafka, f"chaos.{self.run}.check.{uuid.uuid4().hex[:6]}")
-        consumer.assign([TopicPartition(t, p, self.starts.get((t, p), 0)) for (t, p) in ends])
-        position = {tp: self.starts.get(tp, 0) for tp in ends}
         ids: list[str] = []
-        deadline = time.monotonic() + 120
+        for message in self.read_to_end(consumer, ends, timeout_s=120):
+            ids.append(dict(message.headers() or ())["event_id"].decode())
+        return ids
+
+    def read_to_end(self, consumer, ends: dict[tuple[str, int], int], *, timeout_s: float):
+        """The messages of the partitions of `ends` from the run's start up to those ends, then closes the
+        consumer. Done is judged by the consumer's position, not by the last message's offset: a
+        transactional topic ends in a commit marker, an offset no message has."""
+        partitions = [TopicPartition(t, p, self.starts.get((t, p), 0)) for (t, p) in ends]
+        consumer.assign(partitions)
+        deadline = time.monotonic() + timeout_s
         try:
-            while any(position[tp] < end for tp, end in ends.items()) and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
                 for message in consumer.consume(5000, 0.5):
-                    if message.error():
-                        continue
-                    position[(message.topic(), message.partition())] = message.offset() + 1
-                    ids.append(dict(message.headers() or ())["event_id"].decode())
+                    if not message.error():
+                        yield message
+                positions = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(partitions)}
+                if all(positions[tp] >= end for tp, end in ends.items() if end > self.starts.get(tp, 0)):
+                    return
+            # what was read stands; the checks that use it show what is missing
+            self.log(f"read short of the end offsets {ends} in {timeout_s:.0f} s: positions {positions}")
         finally:
             consumer.close()
-        return ids
 
     def dead_letters(self) -> dict[str, str]:
         from services.common.avro import codec_for
@@ -505,20 +515,10 @@ class Chaos:
         codec = codec_for(self.catalogue, self.status["registry"]["url"] or "", REPO_ROOT / "schemas")
         ends = end_offsets(self.kafka, [REJECTED])
         consumer = kafka.consumer(self.kafka, f"chaos.{self.run}.dlq")
-        consumer.assign([TopicPartition(t, p, self.starts.get((t, p), 0)) for (t, p) in ends])
-        position = {tp: self.starts.get(tp, 0) for tp in ends}
         found: dict[str, str] = {}
-        deadline = time.monotonic() + 60
-        try:
-            while any(position[tp] < end for tp, end in ends.items()) and time.monotonic() < deadline:
-                for message in consumer.consume(1000, 0.5):
-                    if message.error():
-                        continue
-                    position[(message.topic(), message.partition())] = message.offset() + 1
-                    _, record = codec.decode(message.value())
-                    found[record["event_id"]] = record["payload"]
-        finally:
-            consumer.close()
+        for message in self.read_to_end(consumer, ends, timeout_s=60):
+            _, record = codec.decode(message.value())
+            found[record["event_id"]] = record["payload"]
         return found
 
     def check(self) -> dict:
@@ -671,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100000)
     parser.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
     args = parser.parse_args(argv)
+    # a SIGTERM unwinds like an exception, so the run's workers are stopped rather than left consuming
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     config = chaos_config()
     plan = Plan.short(args.seed) if args.short else Plan.full(args.seed)
     was_up = localstack.status(config)["kafka"]["running"]
