@@ -41,6 +41,15 @@ def producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
     return Producer(config)
 
 
+def transactional_producer(kafka: KafkaSettings, transactional_id: str) -> Producer:
+    """A producer of Kafka transactions; a new one with the same id fences the one before it."""
+    return producer(kafka, **{
+        "transactional.id": transactional_id,
+        "transaction.timeout.ms": 30000,  # how long a reader may wait on the open transaction of a dead leader
+        "message.timeout.ms": 30000,      # may not exceed the transaction timeout
+    })
+
+
 def consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
     """A consumer whose offsets Kafka never decides: positions live in the database.
 

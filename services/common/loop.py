@@ -278,11 +278,15 @@ class ConsumerLoop:
         records = await self._next_records()
         self.last_progress = time.time()
         metrics.LAST_PROGRESS.labels(self._name).set(self.last_progress)
-        if not records and not len(self._merger):
-            return 0
         started = time.perf_counter()
-        self._decode(records)
+        near_tail = len(records) < self._max
+        if records:
+            self._decode(records)
         del records
+        if near_tail:
+            self._step_over_markers()
+        if not len(self._merger) and not self._past_markers():
+            return 0
         batch = self._take()
         self._flow()
         if not batch.spans:
@@ -343,6 +347,32 @@ class ConsumerLoop:
                 add(tp, entry(offset, event, None, event.recorded_at))
             except (DecodeError, TypeError, KeyError, ValueError) as exc:
                 add(tp, entry(offset, None, self._dead_letter(tp, offset, event_type, f"decode: {exc}", value), None))
+
+    def _step_over_markers(self) -> None:
+        """Move each partition's fetched offset to the consumer's position. A topic written in Kafka
+        transactions holds commit markers (and aborted records) that consume() never hands over but
+        steps past; without this the stored position of a partition whose last record is a marker would
+        stay short of its end, and the merge would wait for records that do not exist. Called on the
+        event loop right after a consume() that came back short (the consumer is near its end), while no
+        consume() runs: every record below the position has then been decoded into the buffers."""
+        if not self._positions:
+            return
+        try:
+            positions = self._consumer.position([TopicPartition(*tp) for tp in self._positions])
+        except KafkaException as exc:  # e.g. revoked meanwhile: the next short consume tries again
+            log.debug("position unknown", extra={"fields": {"error": str(exc)}})
+            return
+        fetched = self._fetched
+        for p in positions:
+            tp = (p.topic, p.partition)
+            if p.error is None and p.offset >= 0 and tp in self._positions and p.offset > fetched.get(tp, self._positions[tp]):
+                fetched[tp] = p.offset
+
+    def _past_markers(self) -> dict[tuple[str, int], int]:
+        """Partitions with nothing buffered that were fetched past their stored position (over markers
+        only, then): where each may move to."""
+        return {tp: fetched for tp, fetched in self._fetched.items()
+                if fetched > self._positions.get(tp, fetched) and not self._merger.buffered(tp)}
 
     def _waiting_on(self) -> dict[tuple[str, int], bool]:
         """Partitions that may hold an event earlier than those buffered.
@@ -406,6 +436,9 @@ class ConsumerLoop:
                 batch.dead.append(taken.dead)
             else:
                 batch.skipped += 1
+        for tp, fetched in self._past_markers().items():  # what remains of a drained partition: markers
+            span = batch.spans.setdefault(tp, [self._positions[tp], fetched])
+            span[1] = max(span[1], fetched)
         return batch
 
     @staticmethod

@@ -28,6 +28,8 @@ CONSUMER_LAG = Gauge(
     "mom_consumer_lag_events", "High watermark minus stored position, per input partition.",
     ["service", "topic", "partition"])
 OUTBOX_BACKLOG = Gauge("mom_outbox_backlog_events", "Derived events committed but not yet published.", ["service"])
+OUTBOX_LEADER = Gauge(
+    "mom_outbox_leader", "1 while this worker's relay leads (publishes) its service's outbox, else 0.", ["service"])
 OUTBOX_PUBLISHED = Counter("mom_outbox_published_total", "Derived events published by the outbox relay.", ["service"])
 STALE_BATCHES = Counter(
     "mom_stale_batches_total", "Batches refused because another worker had moved the position.", ["service"])

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -67,7 +67,8 @@ def build_worker(settings: Settings, make_spec: Callable[[Catalogue], ServiceSpe
     codec = codec_for(catalogue, settings.registry_url, settings.schemas_dir)
     engine = make_engine(settings.database_url, settings.db_schema)
     spec = make_spec(catalogue)
-    relay = OutboxRelay(settings.service, engine, kafka.producer(settings.kafka))
+    relay = OutboxRelay(settings.service, engine, relay_clients(settings),
+                        marker_topic=min((t.name for t in catalogue.written_by(settings.service)), default=None))
     consumer = kafka.consumer(settings.kafka, settings.group_id, **{
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": max(settings.session_timeout_ms // 4, 500),
@@ -79,6 +80,14 @@ def build_worker(settings: Settings, make_spec: Callable[[Catalogue], ServiceSpe
         on_commit=relay.wake,
     )
     return Worker(settings, spec, engine, loop, relay, consumer)
+
+
+def relay_clients(settings: Settings) -> Callable[[], tuple[Producer, Consumer]]:
+    """The outbox relay's Kafka clients, made when it takes the lead: a transactional producer, and a
+    reader of its marker group. Both are named after the consumer group and the schema, so that every
+    worker of one outbox shares them and no two outboxes do."""
+    name = f"{settings.group_id}.outbox.{settings.db_schema}"
+    return lambda: (kafka.transactional_producer(settings.kafka, name), kafka.consumer(settings.kafka, name))
 
 
 async def metrics_endpoint(_request: web.Request) -> web.Response:

@@ -43,6 +43,7 @@ from services.cli import prepare
 from services.common import kafka, localstack
 from services.common.catalogue import Catalogue
 from services.common.kafka import end_offsets
+from services.common.outbox import FAULT_KILL_AFTER_COMMIT, FAULT_KILL_AFTER_PUBLISH
 from services.common.replay import compare, rebuild, seed_positions
 from services.common.settings import REPO_ROOT, KafkaSettings, Settings
 from simulator import engine, plant, send
@@ -52,6 +53,8 @@ from tests.waiting import wait_until
 SERVICES = ("execution", "quality", "maintenance", "inventory")
 AWAY = (psycopg.OperationalError, KafkaException)  # what asking the stack raises while the broker or PostgreSQL restarts
 REJECTED = "mom.ingest.rejected"
+FAULT_HOOKS = (FAULT_KILL_AFTER_COMMIT, FAULT_KILL_AFTER_PUBLISH)
+
 CHAOS_DEFAULTS = {  # `make chaos` runs its own stack beside a developer's and the tests'
     "MOM_KAFKA_PORT": "27092", "MOM_KAFKA_CONTROLLER_PORT": "27093", "MOM_PG_PORT": "26432",
     "MOM_REGISTRY_PORT": "27081", "MOM_INGEST_PORT": "27000", "MOM_EXECUTION_PORT": "27101",
@@ -62,7 +65,8 @@ CHAOS_DEFAULTS = {  # `make chaos` runs its own stack beside a developer's and t
 @dataclass(frozen=True)
 class Plan:
     """What a run does. `kills` are SIGKILLs of services (ingest among them), a third of them in the
-    window between a database commit and the outbox publish (the fault hook), a third while the
+    windows between a database commit and the outbox publish, or between the publish and the delete
+    of the outbox rows (the fault hooks, by turns), a third while the
     service has work in hand (mid-batch), the rest at a random moment."""
     plant: str
     kills: int
@@ -112,17 +116,19 @@ class Workers:
     def schema(self, service: str) -> str:
         return f"chaos_{self.run}_{service}"
 
-    def env(self, service: str, fault: float = 0.0) -> dict[str, str]:
+    def env(self, service: str, fault: str | None = None) -> dict[str, str]:
+        """The worker's environment; `fault` names a fault hook to set to 1 (it fires at its first chance)."""
         env = {**os.environ, **localstack.service_env(self.config, service),
                "MOM_DATABASE_URL": self.config.db_url(), "MOM_DB_SCHEMA": self.schema(service),
                "MOM_GROUP_ID": f"chaos.{self.run}.{service}", "MOM_HTTP_PORT": str(_free_port()),
                "MOM_BATCH_MAX_EVENTS": "300", "MOM_KAFKA_SESSION_TIMEOUT_MS": "6000", "MOM_LOG_LEVEL": "WARNING"}
-        env.pop("MOM_FAULT_KILL_AFTER_COMMIT", None)
+        for hook in FAULT_HOOKS:
+            env.pop(hook, None)
         if fault:
-            env["MOM_FAULT_KILL_AFTER_COMMIT"] = str(fault)
+            env[fault] = "1"
         return env
 
-    def start(self, service: str, worker: int = 0, fault: float = 0.0) -> subprocess.Popen:
+    def start(self, service: str, worker: int = 0, fault: str | None = None) -> subprocess.Popen:
         with open(self.run_dir / f"{service}-{worker}.log", "ab") as log:
             proc = subprocess.Popen([sys.executable, "-m", f"services.{service}"], env=self.env(service, fault),
                                     cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -184,6 +190,7 @@ class Chaos:
         # is done. So every action happens while data flows, however long a restart takes on this machine.
         self.gate = threading.Condition()
         self.fed = 0                          # events sent so far
+        self.after_commit_kills = 0           # kills by a fault hook so far (the hooks take turns)
         self.allowed = float("inf")           # the feed may send while fed < allowed (set by the chaos)
         self.reserve = 0                      # what feed_on keeps back for the actions still to come
         self.total = 0
@@ -386,7 +393,14 @@ class Chaos:
                 localstack.up(self.config, services=("ingest",))
         elif kind == "kill" and mode == "after-commit":
             self.workers.stop(target)
-            proc = self.workers.start(target, fault=1.0)  # dies right after its first commit with derived events
+            # It dies right after its first commit with derived events, or right after their first Kafka
+            # transaction (before the outbox rows are deleted): the two hooks take turns.
+            # (Only a leading relay publishes: with a second worker running, that one may lead.)
+            alone = not any(s == target and w != 0 for s, w in self.workers.procs)
+            hook = FAULT_HOOKS[self.after_commit_kills % len(FAULT_HOOKS)] if alone else FAULT_KILL_AFTER_COMMIT
+            self.after_commit_kills += 1
+            action.detail["hook"] = hook
+            proc = self.workers.start(target, fault=hook)
             deadline = time.monotonic() + 90
             while proc.poll() is None and time.monotonic() < deadline:
                 if not self.busy(target):
@@ -470,20 +484,30 @@ class Chaos:
         """event_id headers of `topic` since the run began, read with read_committed."""
         ends = {tp: o for tp, o in end_offsets(self.kafka, [topic]).items()}
         consumer = kafka.consumer(self.kafka, f"chaos.{self.run}.check.{uuid.uuid4().hex[:6]}")
-        consumer.assign([TopicPartition(t, p, self.starts.get((t, p), 0)) for (t, p) in ends])
-        position = {tp: self.starts.get(tp, 0) for tp in ends}
         ids: list[str] = []
-        deadline = time.monotonic() + 120
+        for message in self.read_to_end(consumer, ends, timeout_s=120):
+            ids.append(dict(message.headers() or ())["event_id"].decode())
+        return ids
+
+    def read_to_end(self, consumer, ends: dict[tuple[str, int], int], *, timeout_s: float):
+        """The messages of the partitions of `ends` from the run's start up to those ends, then closes the
+        consumer. Done is judged by the consumer's position, not by the last message's offset: a
+        transactional topic ends in a commit marker, an offset no message has."""
+        partitions = [TopicPartition(t, p, self.starts.get((t, p), 0)) for (t, p) in ends]
+        consumer.assign(partitions)
+        deadline = time.monotonic() + timeout_s
         try:
-            while any(position[tp] < end for tp, end in ends.items()) and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
                 for message in consumer.consume(5000, 0.5):
-                    if message.error():
-                        continue
-                    position[(message.topic(), message.partition())] = message.offset() + 1
-                    ids.append(dict(message.headers() or ())["event_id"].decode())
+                    if not message.error():
+                        yield message
+                positions = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(partitions)}
+                if all(positions[tp] >= end for tp, end in ends.items() if end > self.starts.get(tp, 0)):
+                    return
+            # what was read stands; the checks that use it show what is missing
+            self.log(f"read short of the end offsets {ends} in {timeout_s:.0f} s: positions {positions}")
         finally:
             consumer.close()
-        return ids
 
     def dead_letters(self) -> dict[str, str]:
         from services.common.avro import codec_for
@@ -491,20 +515,10 @@ class Chaos:
         codec = codec_for(self.catalogue, self.status["registry"]["url"] or "", REPO_ROOT / "schemas")
         ends = end_offsets(self.kafka, [REJECTED])
         consumer = kafka.consumer(self.kafka, f"chaos.{self.run}.dlq")
-        consumer.assign([TopicPartition(t, p, self.starts.get((t, p), 0)) for (t, p) in ends])
-        position = {tp: self.starts.get(tp, 0) for tp in ends}
         found: dict[str, str] = {}
-        deadline = time.monotonic() + 60
-        try:
-            while any(position[tp] < end for tp, end in ends.items()) and time.monotonic() < deadline:
-                for message in consumer.consume(1000, 0.5):
-                    if message.error():
-                        continue
-                    position[(message.topic(), message.partition())] = message.offset() + 1
-                    _, record = codec.decode(message.value())
-                    found[record["event_id"]] = record["payload"]
-        finally:
-            consumer.close()
+        for message in self.read_to_end(consumer, ends, timeout_s=60):
+            _, record = codec.decode(message.value())
+            found[record["event_id"]] = record["payload"]
         return found
 
     def check(self) -> dict:
@@ -581,6 +595,7 @@ class Chaos:
             "kills": len(kills), "kills_by_mode": dict(Counter(a.mode for a in kills)),
             "kills_by_target": dict(Counter(a.target for a in kills)),
             "after_commit_hook_fired": sum(1 for a in kills if a.detail.get("hook_fired")),
+            "hooks_fired": dict(Counter(a.detail["hook"] for a in kills if a.detail.get("hook_fired"))),
             "mid_batch_with_lag": sum(1 for a in kills if a.detail.get("lag_at_kill")),
             "actions": [asdict(a) for a in self.actions], "failure": failure, **results,
         }
@@ -606,7 +621,7 @@ def verdict(report: dict) -> dict[str, bool]:
 def summary(report: dict) -> str:
     lines = [f"chaos run {report['run']}: {report['plan']['plant']}, {report['simulated_events']} events, "
              f"{report['kills']} SIGKILLs {report['kills_by_mode']} on {report['kills_by_target']}, "
-             f"{report['after_commit_hook_fired']} after a commit and before the publish, "
+             f"{report['after_commit_hook_fired']} by a fault hook {report['hooks_fired']}, "
              f"{report['mid_batch_with_lag']} with work in hand; fed in {report['fed_in_s']} s, "
              f"total {report['total_s']} s", f"sent: {report['sent']}"]
     for action in report["actions"]:
@@ -656,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100000)
     parser.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
     args = parser.parse_args(argv)
+    # a SIGTERM unwinds like an exception, so the run's workers are stopped rather than left consuming
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     config = chaos_config()
     plan = Plan.short(args.seed) if args.short else Plan.full(args.seed)
     was_up = localstack.status(config)["kafka"]["running"]

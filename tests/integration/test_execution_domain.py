@@ -223,3 +223,29 @@ async def test_a_sign_in_before_the_first_machine_fact_makes_no_earlier_period_i
     finally:
         with psycopg.connect(prepared.superuser_url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{target}" CASCADE')
+
+
+async def test_equipment_that_names_itself_or_each_other_as_parent_still_rolls_up(prepared, scratch):
+    """A unit that is its own parent, and two pieces of equipment that are each other's: the roll-up
+    views answer (a walk of the hierarchy that never ended would hold every query of them)."""
+    start_at_end(prepared, scratch)
+    run = uuid.uuid4().hex[:6]
+    site, line, unit = f"acme{run}", f"acme{run}.line1", f"acme{run}.line1.press01"
+    selfish, a, b = f"acme{run}.loop0", f"acme{run}.loopA", f"acme{run}.loopB"
+    now = datetime(2026, 3, 29, 20, tzinfo=UTC)
+    reference = [(site, None, "site"), (line, site, "work_center"), (unit, line, "work_unit"),
+                 (selfish, selfish, "work_unit"), (a, b, "work_unit"), (b, a, "work_center")]
+    facts = [("EquipmentRegistered", at(0), {"equipment_id": e, "name": e, "parent_id": p, "level": level,
+                                             "time_zone": None, "capacity_per_hour": None})
+             for e, p, level in reference]
+    for u in (unit, selfish, a):
+        facts += [("MachineStateChanged", at(4), {"equipment_id": u, "state": "RUNNING", "reason_code": None}),
+                  ("PartsProduced", at(4.5), {"equipment_id": u, "good": 9, "reject": 1, "order_id": None}),
+                  ("MachineStateChanged", at(5.25), {"equipment_id": u, "state": "IDLE", "reason_code": None})]
+    produce_all(prepared, [{"type": t, "event_id": f"{run}-{i}", "occurred_at": when, "recorded_at": recorded(now, i), **body}
+                           for i, (t, when, body) in enumerate(facts)])
+    await build_live(prepared, scratch)
+    with psycopg.connect(prepared.superuser_url, options=f"-c search_path={scratch.db_schema} -c statement_timeout=20000") as conn:
+        rows = conn.execute("""SELECT equipment_id, work_units, pq, sq FROM oee_rollup
+                               WHERE period = 'hour' AND period_start = %s ORDER BY 1""", (at(4),)).fetchall()
+    assert rows == [(site, 1, 10, 1), (line, 1, 10, 1), (b, 1, 10, 1)]

@@ -34,15 +34,20 @@ def reports(unit: str) -> list[dict]:
     return events
 
 
+def worker_env(prepared, settings, **extra: str) -> dict[str, str]:
+    return {**os.environ, "MOM_KAFKA_BOOTSTRAP": prepared.kafka.bootstrap, "MOM_DATABASE_URL": settings.database_url,
+            "MOM_REGISTRY_URL": settings.registry_url, "MOM_HTTP_PORT": "0", "MOM_HTTP_HOST": "127.0.0.1",
+            "MOM_GROUP_ID": settings.group_id, "MOM_DB_SCHEMA": settings.db_schema, "MOM_BATCH_MAX_EVENTS": "40",
+            **extra}
+
+
 def test_a_due_is_published_exactly_once_across_sigkills_around_its_crossing(prepared, maintenance_scratch):  # noqa: F811
     settings = maintenance_scratch
     start = start_at_end(prepared, settings)
     unit = f"acme.berlin.assembly.line1.press{uuid.uuid4().hex[:8]}"
     produce(prepared, reports(unit))
     topic = prepared.catalogue.topic_for("RuntimeAccumulated").name
-    env = {**os.environ, "MOM_KAFKA_BOOTSTRAP": prepared.kafka.bootstrap, "MOM_DATABASE_URL": settings.database_url,
-           "MOM_REGISTRY_URL": settings.registry_url, "MOM_HTTP_PORT": "0", "MOM_HTTP_HOST": "127.0.0.1",
-           "MOM_GROUP_ID": settings.group_id, "MOM_DB_SCHEMA": settings.db_schema, "MOM_BATCH_MAX_EVENTS": "40"}
+    env = worker_env(prepared, settings)
     begun = sum(o for (t, _), o in start.items() if t == topic)
 
     def processed() -> int:
@@ -88,3 +93,36 @@ def test_a_due_is_published_exactly_once_across_sigkills_around_its_crossing(pre
     assert published == [f"MP-{unit}:r1:due:1", f"MP-{unit}:r1:due:2"]
     assert query(prepared, settings.db_schema, "SELECT due_index, due_runtime_h FROM pm_dues WHERE plan_id = %s ORDER BY 1",
                  f"MP-{unit}") == [(1, 1.0), (2, 2.0)]
+
+
+def test_a_kill_after_the_relay_transaction_committed_and_before_the_delete_sends_nothing_again(
+        prepared, maintenance_scratch):  # noqa: F811
+    settings = maintenance_scratch
+    start_at_end(prepared, settings)
+    unit = f"acme.berlin.assembly.line1.press{uuid.uuid4().hex[:8]}"
+    produce(prepared, reports(unit)[:1900])  # the plan and 1,899 reports: the first due and no second
+
+    def outbox() -> int:
+        return query(prepared, settings.db_schema, "SELECT count(*) FROM outbox")[0][0]
+
+    # The worker kills itself right after its relay's first Kafka transaction committed
+    hooked = subprocess.run([sys.executable, "-m", "services.maintenance"], timeout=180,
+                            env=worker_env(prepared, settings, MOM_FAULT_KILL_AFTER_PUBLISH="1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert hooked.returncode == -signal.SIGKILL
+    left = outbox()
+    assert left >= 1, "the kill came before the transaction: nothing to prove"
+    worker = subprocess.Popen([sys.executable, "-m", "services.maintenance"], env=worker_env(prepared, settings),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # the next leader finds the published rows by the transaction's marker and deletes them
+        deadline = time.monotonic() + 60
+        while outbox():
+            assert time.monotonic() < deadline and worker.poll() is None, "the outbox was not emptied"
+            time.sleep(0.1)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    topic = prepared.catalogue.topic_for("PreventiveMaintenanceDue").name
+    published = read_topic(prepared, topic, unit)
+    assert len(published) == len(set(published)), "an event went out twice"
+    assert [i for i in published if ":due:" in i] == [f"MP-{unit}:r1:due:1"]

@@ -130,15 +130,29 @@ from services.common.db import StalePosition  # noqa: E402
 
 
 class FakeConsumer:
-    """Hands out prepared batches; records which were consumed."""
+    """Hands out prepared batches; records which were consumed. Its position, as librdkafka's, stands
+    past the last record handed out, and past the transaction markers that follow it (`markers`:
+    partition -> the offset the consumer steps to once the records before it were handed out)."""
 
-    def __init__(self, batches):
+    def __init__(self, batches, markers=None):
         self.batches = list(batches)
         self.consumed = 0
+        self.markers = dict(markers or {})
+        self.next = {}
 
     def consume(self, _n, _timeout):
         self.consumed += 1
-        return self.batches.pop(0) if self.batches else []
+        records = self.batches.pop(0) if self.batches else []
+        for r in records:
+            self.next[(r.topic(), r.partition())] = r.offset() + 1
+        return records
+
+    def position(self, partitions):
+        for p in partitions:
+            at = self.next.get((p.topic, p.partition), -1001)
+            marker = self.markers.get(p.partition)
+            p.offset = marker if marker is not None and at >= 0 and marker > at else at
+        return partitions
 
     def get_watermark_offsets(self, _tp, cached=True):
         return (0, 0)  # nothing beyond what it hands out: no partition holds the others back
@@ -147,9 +161,9 @@ class FakeConsumer:
         pass
 
 
-def make_running_loop(positions, batches, commit):
+def make_running_loop(positions, batches, commit, markers=None):
     loop = make_loop(positions)
-    loop._consumer = FakeConsumer(batches)
+    loop._consumer = FakeConsumer(batches, markers)
     loop._commit = commit
     resyncs = []
 
@@ -276,3 +290,64 @@ def test_while_a_lagging_partition_has_few_records_the_loop_fetches_more_before_
     loop._decode([FakeRecord(0, i, state_bytes(f"e{i}")) for i in range(1, 30)])
     assert len(loop._take().items) == 30  # enough buffered: all of it goes, up to where the lane runs dry
 
+
+
+# -- transaction markers: a topic written in Kafka transactions ends in a record the loop never sees ----
+
+def test_a_commit_marker_after_the_last_record_is_stepped_over_with_the_records():
+    committed = []
+
+    async def commit(batch):
+        committed.append({tp: list(span) for tp, span in batch.spans.items()})
+
+    records = [FakeRecord(0, 0, state_bytes("a")), FakeRecord(0, 1, state_bytes("b"))]
+    loop, _ = make_running_loop({(TOPIC, 0): 0}, [records], commit, markers={0: 3})
+    asyncio.run(loop.run_once())
+    assert committed == [{(TOPIC, 0): [0, 3]}]  # the marker at offset 2 is behind the position too
+    assert loop._positions[(TOPIC, 0)] == 3
+
+
+def test_a_marker_that_arrives_after_its_records_moves_the_position_in_a_batch_of_its_own():
+    committed = []
+
+    async def commit(batch):
+        committed.append({tp: list(span) for tp, span in batch.spans.items()})
+        assert not batch.items
+
+    loop, _ = make_running_loop({(TOPIC, 0): 5}, [[]], commit)
+    loop._consumer.next[(TOPIC, 0)] = 5
+    loop._consumer.markers = {0: 6}
+    async def twice():
+        await loop.run_once()
+        assert committed == [{(TOPIC, 0): [5, 6]}]
+        await loop.run_once()  # nothing new: no commit at all
+        assert committed == [{(TOPIC, 0): [5, 6]}]
+
+    asyncio.run(twice())
+    assert loop._positions[(TOPIC, 0)] == 6
+
+
+def test_a_partition_at_its_marker_does_not_hold_the_others_back():
+    loop = make_loop({(TOPIC, 0): 0, (TOPIC, 1): 4})
+    loop._consumer = FakeConsumer([], markers={1: 5})
+    loop._consumer.next[(TOPIC, 1)] = 4
+    loop._ends = {(TOPIC, 0): 1, (TOPIC, 1): 5}  # partition 1 ends in a marker at offset 4
+    loop._consumer.get_watermark_offsets = lambda tp, cached=True: (0, loop._ends[(tp.topic, tp.partition)])
+    loop._decode([FakeRecord(0, 0, state_bytes("a"))])
+    assert loop._take().items == []  # before the step, partition 1 seems to lag: the merge waits for it
+    loop._step_over_markers()
+    batch = loop._take()
+    assert [i.event.event_id for i in batch.items] == ["a"]
+    assert batch.spans == {(TOPIC, 0): [0, 1], (TOPIC, 1): [4, 5]}
+
+
+def test_a_partition_with_records_still_buffered_is_not_moved_past_them():
+    loop = make_loop({(TOPIC, 0): 0})
+    loop._consumer = FakeConsumer([], markers={0: 9})
+    loop._consumer.next[(TOPIC, 0)] = 2
+    loop._max = 1  # a batch takes one record: the second stays buffered
+    loop._decode([FakeRecord(0, 0, state_bytes("a")), FakeRecord(0, 1, state_bytes("b"))])
+    loop._step_over_markers()
+    assert loop._take().spans == {(TOPIC, 0): [0, 1]}  # the second record and the marker wait
+    loop._positions[(TOPIC, 0)] = 1  # as the commit does
+    assert loop._take().spans == {(TOPIC, 0): [1, 9]}
