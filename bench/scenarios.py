@@ -187,13 +187,16 @@ def service(ctx: Context, workload: Workload, n: int, *, replay_events: int, lat
     ok, check = workload.check(timed.found, expected)
     rss = timed.rss_mb
     extra = {}
+    if timed.cpu_s:  # the worker's own CPU time: less moved by other load on a shared machine than wall time
+        extra.update(worker_cpu_s=timed.cpu_s, events_per_cpu_s=round(timed.events / timed.cpu_s, 1))
     if workload.per_event:
         unit, per = workload.per_event
         extra[f"{unit}_per_s"] = round(timed.events_per_s * per, 1)
     out[name] = _result(timed.events, timed.seconds, (
         f"python -m services.{name} (one worker), {workload.describe}; Kafka to committed projection, timed from the "
         f"first committed position to the last; {n:,} events; RSS start {rss.get('start')} MB, peak {rss.get('peak')} MB, "
-        f"end {rss.get('end')} MB ({'flat' if rss.get('flat') else 'GROWING'}); {check}"),
+        f"end {rss.get('end')} MB ({'flat' if rss.get('flat') else 'GROWING'}); {check}"
+        + (f"; worker CPU {timed.cpu_s} s, {extra['events_per_cpu_s']:,.0f} events per CPU second" if timed.cpu_s else "")),
         kind="throughput", service=name, projection_ok=ok, rss_mb=rss, wall_from_process_start_s=timed.wall_s, **extra)
     if timed.replay:
         r = timed.replay

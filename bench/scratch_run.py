@@ -56,6 +56,7 @@ class Timed:
     rss_mb: dict      # start, at first commit, at 20 %, peak, end, flat
     wall_s: float     # from process start to the last commit
     replay: dict | None = None
+    cpu_s: float | None = None  # the worker's CPU seconds over `seconds`
 
     @property
     def events_per_s(self) -> float:
@@ -91,6 +92,15 @@ def rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def cpu_s(pid: int) -> float | None:
+    """User plus system CPU seconds the process has used so far (/proc/<pid>/stat), or None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14 and 15)
 
 
 def rss_summary(samples: Sequence[tuple[float, float]], at_first_commit: float | None = None) -> dict:
@@ -194,6 +204,7 @@ class Watched:
     seconds: float    # from the first commit seen to the target
     wall_s: float     # from the call (about the process start) to the target
     rss_mb: dict
+    cpu_s: float | None = None  # the process's CPU seconds over the same span as `seconds`
 
 
 def watch(proc: subprocess.Popen, progress: Callable[[], int], target: int, alive: Callable[[], None],
@@ -201,7 +212,7 @@ def watch(proc: subprocess.Popen, progress: Callable[[], int], target: int, aliv
     """Poll `progress()` every 0.2 s until it reaches `target`, sampling the process's RSS every second."""
     began = time.perf_counter()
     samples: list[tuple[float, float]] = []
-    first_t = first_n = at_first_commit = None
+    first_t = first_n = at_first_commit = first_cpu = None
     last_sample = -1.0
     while True:
         alive()
@@ -214,8 +225,9 @@ def watch(proc: subprocess.Popen, progress: Callable[[], int], target: int, aliv
         done = progress()
         if done > 0 and first_t is None:
             first_t, first_n, at_first_commit = time.perf_counter(), done, rss_mb(proc.pid)
+            first_cpu = cpu_s(proc.pid)
         if done >= target:
-            done_t = time.perf_counter()
+            done_t, done_cpu = time.perf_counter(), cpu_s(proc.pid)
             break
         if now - began > timeout_s:
             raise RuntimeError(f"{name}: only {done:,} of {target:,} events after {timeout_s:.0f} s")
@@ -224,7 +236,8 @@ def watch(proc: subprocess.Popen, progress: Callable[[], int], target: int, aliv
     if final is not None:
         samples.append((time.perf_counter() - began, final))
     return Watched(first_n=first_n, seconds=done_t - first_t, wall_s=round(done_t - began, 2),
-                   rss_mb=rss_summary(samples, at_first_commit))
+                   rss_mb=rss_summary(samples, at_first_commit),
+                   cpu_s=round(done_cpu - first_cpu, 2) if done_cpu is not None and first_cpu is not None else None)
 
 
 def timed_worker(ctx, service: str, events: Iterable[tuple[str, dict]] | None, query: str, *,
@@ -251,7 +264,7 @@ def timed_worker(ctx, service: str, events: Iterable[tuple[str, dict]] | None, q
             replayed = replay(ctx, service, target_schema, tail_start(worker.start_offsets, end, replay_events),
                               {**worker.env, "MOM_GROUP_ID": f"bench-{worker.name}-{worker.run}"})
     return Timed(events=target - watched.first_n, seconds=watched.seconds, found=found, rss_mb=watched.rss_mb,
-                 wall_s=watched.wall_s, replay=replayed)
+                 wall_s=watched.wall_s, replay=replayed, cpu_s=watched.cpu_s)
 
 
 def replay(ctx, service: str, schema: str, start: Offsets, env: Mapping[str, str]) -> dict:
