@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 BUFFER_TARGET = 50_000  # buffered records the pausing of full partitions aims to stay under (see _flow)
 PARTITION_BOUND_MIN = 500  # the least a partition buffers before it is paused
 BUFFER_BOUND = 200_000  # past this (a fetch larger than the pausing foresaw) nothing waits: memory before order
+STARVED_S = 60.0  # a partition known to lag that delivers nothing this long is sought again (see _watch_starving)
+STARVED_CHECK_S = 5.0
 
 
 class Projector(Protocol):
@@ -139,6 +141,8 @@ class ConsumerLoop:
         self._prefetch: asyncio.Future | None = None  # consume() of the next batch, running while one commits
         self._makers: dict[str, Callable[[Any], Any] | None] = {}  # event type -> record-to-event, None if unused
         self._ends: dict[tuple[str, int], int] = {}  # end offsets asked for at assignment
+        self._starving: dict[tuple[str, int], tuple[float, int]] = {}  # since when, fetched then (see _watch_starving)
+        self._next_starving_check = 0.0
 
     # -- partition assignment (called by librdkafka inside consume(), on the consuming thread) --
 
@@ -182,6 +186,7 @@ class ConsumerLoop:
         self._merger.drop(tp)
         self._fetched.pop(tp, None)
         self._empty_since.pop(tp, None)
+        self._starving.pop(tp, None)
         if tp in self._paused:  # its buffer is gone: it must be fetched again (an assignment resumes it anyway)
             self._paused.discard(tp)
             with contextlib.suppress(KafkaException):
@@ -285,6 +290,7 @@ class ConsumerLoop:
         del records
         if near_tail:
             self._step_over_markers()
+        self._watch_starving()
         if not len(self._merger) and not self._past_markers():
             return 0
         batch = self._take()
@@ -367,6 +373,43 @@ class ConsumerLoop:
             tp = (p.topic, p.partition)
             if p.error is None and p.offset >= 0 and tp in self._positions and p.offset > fetched.get(tp, self._positions[tp]):
                 fetched[tp] = p.offset
+
+    def _watch_starving(self) -> None:
+        """A partition whose end lies past what was fetched, that is not paused and has nothing buffered,
+        and whose fetched offset has not moved for STARVED_S, is starving: its records exist but the
+        consumer does not bring them, and the merge may hold every other partition back for it. It is
+        logged with what the loop and the consumer know of it, counted, and sought to its fetched offset,
+        which restarts its fetcher (a librdkafka consumer has been seen to leave a partition's fetcher
+        idle after a broker restart). A transaction left open by a producer that died holds a
+        read_committed reader the same way, until the broker aborts it (transaction.timeout.ms); the
+        seek is harmless then. Checked every STARVED_CHECK_S, on the event loop."""
+        now = time.monotonic()
+        if now < self._next_starving_check:
+            return
+        self._next_starving_check = now + STARVED_CHECK_S
+        starving = self._starving
+        for tp, position in self._positions.items():
+            fetched = self._fetched.get(tp, position)
+            if tp in self._paused or self._merger.buffered(tp) or self._high(tp) <= fetched:
+                starving.pop(tp, None)
+                continue
+            since, seen = starving.get(tp, (now, fetched))
+            if seen != fetched:
+                since = now
+            starving[tp] = (since, fetched)
+            if now - since < STARVED_S:
+                continue
+            starving[tp] = (now, fetched)
+            try:
+                (consumer_position,) = self._consumer.position([TopicPartition(*tp)])
+                self._consumer.seek(TopicPartition(tp[0], tp[1], fetched))
+            except KafkaException as exc:  # e.g. revoked meanwhile
+                log.debug("starving partition not sought", extra={"fields": {"error": str(exc)}})
+                continue
+            metrics.PARTITION_REFETCHES.labels(self._name, tp[0], str(tp[1])).inc()
+            log.warning("partition delivers nothing although its end lies beyond: seeking it again", extra={"fields": {
+                "partition": f"{tp[0]}[{tp[1]}]", "stored_position": position, "fetched": fetched, "end": self._high(tp),
+                "consumer_position": consumer_position.offset, "for_s": round(now - since, 1)}})
 
     def _past_markers(self) -> dict[tuple[str, int], int]:
         """Partitions with nothing buffered that were fetched past their stored position (over markers

@@ -31,6 +31,9 @@ OUTBOX_BACKLOG = Gauge("mom_outbox_backlog_events", "Derived events committed bu
 OUTBOX_LEADER = Gauge(
     "mom_outbox_leader", "1 while this worker's relay leads (publishes) its service's outbox, else 0.", ["service"])
 OUTBOX_PUBLISHED = Counter("mom_outbox_published_total", "Derived events published by the outbox relay.", ["service"])
+PARTITION_REFETCHES = Counter(
+    "mom_partition_refetches_total", "Times a partition known to lag delivered nothing for the starvation bound "
+    "and was sought again (see docs/operations.md).", ["service", "topic", "partition"])
 STALE_BATCHES = Counter(
     "mom_stale_batches_total", "Batches refused because another worker had moved the position.", ["service"])
 LAST_PROGRESS = Gauge(

@@ -351,3 +351,69 @@ def test_a_partition_with_records_still_buffered_is_not_moved_past_them():
     assert loop._take().spans == {(TOPIC, 0): [0, 1]}  # the second record and the marker wait
     loop._positions[(TOPIC, 0)] = 1  # as the commit does
     assert loop._take().spans == {(TOPIC, 0): [1, 9]}
+
+
+# -- a partition that delivers nothing although its end lies beyond what was fetched -------------------
+
+class Starving(CaughtUp):
+    """Partition 1's end lies at 10, and the consumer brings none of it; seeks and positions are noted."""
+
+    def __init__(self) -> None:
+        self.sought: list[tuple[int, int]] = []
+
+    def get_watermark_offsets(self, tp, cached=True):
+        return (0, 10) if tp.partition == 1 else (0, 0)
+
+    def position(self, partitions):
+        return partitions
+
+    def seek(self, tp):
+        self.sought.append((tp.partition, tp.offset))
+
+
+def starving_loop(monkeypatch, clock: list[float]) -> ConsumerLoop:
+    from services.common import loop as loop_module
+    monkeypatch.setattr(loop_module.time, "monotonic", lambda: clock[0])
+    loop = make_loop({(TOPIC, 0): 0, (TOPIC, 1): 4})
+    loop._consumer = Starving()
+    return loop
+
+
+def test_a_partition_that_delivers_nothing_for_the_starvation_bound_is_sought_again_at_its_fetched_offset(monkeypatch):
+    from services.common.loop import STARVED_CHECK_S, STARVED_S
+    clock = [1000.0]
+    loop = starving_loop(monkeypatch, clock)
+    loop._watch_starving()
+    clock[0] += STARVED_S - 1
+    loop._watch_starving()
+    assert loop._consumer.sought == []  # not yet
+    clock[0] += STARVED_CHECK_S + 1  # the next check, past the bound
+    loop._watch_starving()
+    assert loop._consumer.sought == [(1, 4)]  # its stored position: nothing of it was fetched
+    clock[0] += 6
+    loop._watch_starving()
+    assert loop._consumer.sought == [(1, 4)]  # the bound starts again after a seek
+
+
+def test_a_partition_whose_records_keep_coming_is_not_starving(monkeypatch):
+    from services.common.loop import STARVED_S
+    clock = [1000.0]
+    loop = starving_loop(monkeypatch, clock)
+    for offset in range(4, 8):
+        loop._watch_starving()
+        loop._decode([FakeRecord(1, offset, state_bytes(f"s{offset}"))])
+        loop._merger.drop((TOPIC, 1))  # taken by a batch: the buffer is empty again, the fetched offset moved
+        clock[0] += STARVED_S / 2 + 1
+    loop._watch_starving()
+    assert loop._consumer.sought == []
+
+
+def test_a_paused_partition_is_never_sought(monkeypatch):
+    from services.common.loop import STARVED_S
+    clock = [1000.0]
+    loop = starving_loop(monkeypatch, clock)
+    loop._paused.add((TOPIC, 1))
+    loop._watch_starving()
+    clock[0] += 2 * STARVED_S
+    loop._watch_starving()
+    assert loop._consumer.sought == []
