@@ -28,6 +28,7 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -46,6 +47,7 @@ FAULT_KILL_AFTER_PUBLISH = "MOM_FAULT_KILL_AFTER_PUBLISH"
 
 MARKER_CHARS = 3800  # below the broker's offset.metadata.max.bytes (4096 by default)
 KAFKA_TIMEOUT_S = 30.0
+CLOSE_WAIT_S = 10.0  # how long resign() waits for the clients to close (see resign)
 _LOCK = "hashtext('mom.outbox.' || current_schema())"
 _COORDINATOR_NOT_READY = frozenset({KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
                                     KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT,
@@ -237,15 +239,26 @@ class OutboxRelay:
         return self._reader.consumer_group_metadata(), committed.metadata
 
     async def resign(self) -> None:
-        """Let go of the lead: the lock's connection is closed rather than pooled (a pooled one would keep
-        the session lock), and the clients are closed."""
+        """Let go of the lead. The lock goes first: its connection is closed rather than pooled (a pooled
+        one would keep the session lock), so another relay may lead at once; taking the lead fences this
+        relay's producer. Then the clients are closed, in a thread of their own: closing a transactional
+        producer aborts its open transaction, and after a broker restart librdkafka has been seen to
+        wait on that abort without end. A close that has not finished in CLOSE_WAIT_S is left to finish
+        in the background, and said so."""
         producer, reader, lock = self._producer, self._reader, self._lock
         self._producer = self._reader = self._lock = None
-        if producer is not None or reader is not None:
-            await asyncio.to_thread(_close_clients, producer, reader)
         if lock is not None:
             await _discard(lock)
             metrics.OUTBOX_LEADER.labels(self._service).set(0)
+        if producer is not None or reader is not None:
+            closing = threading.Thread(target=_close_clients, args=(producer, reader), daemon=True,
+                                       name=f"outbox-close-{self._service}")
+            del producer, reader
+            closing.start()
+            await asyncio.to_thread(closing.join, CLOSE_WAIT_S)
+            if closing.is_alive():
+                log.warning("outbox clients did not close; left closing in the background",
+                            extra={"fields": {"waited_s": CLOSE_WAIT_S}})
 
     # -- publishing --
 
@@ -311,6 +324,9 @@ class OutboxRelay:
 
 
 def _close_clients(producer: Producer | None, reader: Consumer | None) -> None:
+    if producer is not None:  # a transaction left open is aborted within a bound before close() tries it again
+        with contextlib.suppress(Exception):
+            producer.abort_transaction(KAFKA_TIMEOUT_S)
     for client in (reader, producer):
         if client is not None:
             with contextlib.suppress(Exception):
