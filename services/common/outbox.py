@@ -47,6 +47,10 @@ FAULT_KILL_AFTER_PUBLISH = "MOM_FAULT_KILL_AFTER_PUBLISH"
 
 MARKER_CHARS = 3800  # below the broker's offset.metadata.max.bytes (4096 by default)
 KAFKA_TIMEOUT_S = 30.0
+# A call into the transactional producer that has not returned by then counts as failed, whatever its own
+# timeout said: after a broker restart send_offsets_to_transaction was seen to wait for minutes past it.
+# The relay then lets go of the lead; whoever takes it next fences this producer (see _bounded).
+KAFKA_DEADLINE_S = 2 * 30.0
 CLOSE_WAIT_S = 10.0  # how long resign() waits for the clients to close (see resign)
 _LOCK = "hashtext('mom.outbox.' || current_schema())"
 _COORDINATOR_NOT_READY = frozenset({KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
@@ -209,7 +213,7 @@ class OutboxRelay:
         self._lock = conn
         started = time.monotonic()
         self._producer, self._reader = await asyncio.to_thread(self._clients)
-        self._group, marker = await asyncio.to_thread(self._fence_and_read_marker)
+        self._group, marker = await _bounded(self._fence_and_read_marker, deadline_s=KAFKA_DEADLINE_S)
         async with self._engine.begin() as db:
             self._oid = (await db.execute(text("SELECT 'outbox'::regclass::oid"))).scalar()
             published = decode_marker(marker)
@@ -277,7 +281,7 @@ class OutboxRelay:
             return 0
         ids = [row.id for row in rows]
         n = fitting(self._oid, ids)
-        await asyncio.to_thread(self._transact, rows[:n], encode_marker(self._oid, ids[:n]))
+        await _bounded(self._transact, rows[:n], encode_marker(self._oid, ids[:n]), deadline_s=KAFKA_DEADLINE_S)
         _maybe_die(self._kill_after_publish, "after the outbox transaction, before the delete")
         async with self._engine.begin() as conn:
             await conn.execute(text("DELETE FROM outbox WHERE id = ANY(:ids)"), {"ids": Int8Array(ids[:n])})
@@ -321,6 +325,37 @@ class OutboxRelay:
                 return
             except BufferError:  # local queue full: let deliveries drain
                 producer.poll(0.1)
+
+
+async def _bounded(fn: Callable[..., Any], *args: Any, deadline_s: float) -> Any:
+    """fn(*args) in a thread of its own; TimeoutError if it has not returned within `deadline_s`. The
+    thread is then left to finish (or not) without a waiter: it cannot be interrupted inside librdkafka.
+    Its producer can do no harm by then: the next leader's init_transactions fences it, and a
+    transaction it still commits before that is named by its marker, which the next leader reads."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if done.done():  # the waiter gave up
+            return
+        if error is None:
+            done.set_result(result)
+        else:
+            done.set_exception(error)
+
+    def run() -> None:
+        try:
+            outcome: tuple[Any, BaseException | None] = (fn(*args), None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiter
+            outcome = (None, exc)
+        with contextlib.suppress(RuntimeError):  # the event loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, daemon=True, name=f"outbox-{getattr(fn, '__name__', 'call')}").start()
+    try:
+        return await asyncio.wait_for(done, deadline_s)
+    except TimeoutError:
+        raise TimeoutError(f"{getattr(fn, '__name__', 'a Kafka call')} did not return in {deadline_s:.0f} s") from None
 
 
 def _close_clients(producer: Producer | None, reader: Consumer | None) -> None:

@@ -64,3 +64,35 @@ def test_clients_that_close_at_once_are_closed_before_resign_returns(monkeypatch
     asyncio.run(relay.resign())
     assert producer.closed.is_set() and reader.closed.is_set() and lock.ended
     assert "left closing" not in caplog.text
+
+
+def test_a_kafka_call_that_does_not_return_by_its_deadline_counts_as_failed():
+    release = threading.Event()
+
+    async def scenario():
+        started = time.monotonic()
+        try:
+            await outbox._bounded(release.wait, deadline_s=0.2)
+        except TimeoutError as exc:
+            assert "did not return in 0 s" in str(exc) or "did not return" in str(exc)
+            return time.monotonic() - started
+        raise AssertionError("no TimeoutError")
+
+    try:
+        assert asyncio.run(scenario()) < 5
+    finally:
+        release.set()
+
+
+def test_a_kafka_call_within_its_deadline_gives_its_result_or_its_error():
+    def fails():
+        raise ValueError("refused")
+
+    async def scenario():
+        assert await outbox._bounded(lambda a, b: a + b, 2, 3, deadline_s=5) == 5
+        try:
+            await outbox._bounded(fails, deadline_s=5)
+        except ValueError as exc:
+            return str(exc)
+
+    assert asyncio.run(scenario()) == "refused"
