@@ -48,9 +48,12 @@ FAULT_KILL_AFTER_PUBLISH = "MOM_FAULT_KILL_AFTER_PUBLISH"
 MARKER_CHARS = 3800  # below the broker's offset.metadata.max.bytes (4096 by default)
 KAFKA_TIMEOUT_S = 30.0
 # A call into the transactional producer that has not returned by then counts as failed, whatever its own
-# timeout said: after a broker restart send_offsets_to_transaction was seen to wait for minutes past it.
-# The relay then lets go of the lead; whoever takes it next fences this producer (see _bounded).
-KAFKA_DEADLINE_S = 2 * 30.0
+# timeout said: after a broker restart send_offsets_to_transaction was seen to wait for minutes past it,
+# in the first transaction of every relay. The relay then lets go of the lead; whoever takes it next
+# fences this producer (see _bounded). A transaction takes milliseconds; taking the lead may wait for
+# a coordinator that is still loading.
+TRANSACTION_DEADLINE_S = 20.0
+LEAD_DEADLINE_S = 2 * KAFKA_TIMEOUT_S
 CLOSE_WAIT_S = 10.0  # how long resign() waits for the clients to close (see resign)
 _LOCK = "hashtext('mom.outbox.' || current_schema())"
 _COORDINATOR_NOT_READY = frozenset({KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
@@ -213,7 +216,7 @@ class OutboxRelay:
         self._lock = conn
         started = time.monotonic()
         self._producer, self._reader = await asyncio.to_thread(self._clients)
-        self._group, marker = await _bounded(self._fence_and_read_marker, deadline_s=KAFKA_DEADLINE_S)
+        self._group, marker = await _bounded(self._fence_and_read_marker, deadline_s=LEAD_DEADLINE_S)
         async with self._engine.begin() as db:
             self._oid = (await db.execute(text("SELECT 'outbox'::regclass::oid"))).scalar()
             published = decode_marker(marker)
@@ -281,7 +284,7 @@ class OutboxRelay:
             return 0
         ids = [row.id for row in rows]
         n = fitting(self._oid, ids)
-        await _bounded(self._transact, rows[:n], encode_marker(self._oid, ids[:n]), deadline_s=KAFKA_DEADLINE_S)
+        await _bounded(self._transact, rows[:n], encode_marker(self._oid, ids[:n]), deadline_s=TRANSACTION_DEADLINE_S)
         _maybe_die(self._kill_after_publish, "after the outbox transaction, before the delete")
         async with self._engine.begin() as conn:
             await conn.execute(text("DELETE FROM outbox WHERE id = ANY(:ids)"), {"ids": Int8Array(ids[:n])})
