@@ -284,7 +284,7 @@ class Chaos:
 
         if not wait_until(check, lambda: seen["total"], stall_s=stall_s, limit_s=3600, interval_s=interval_s):
             raise TimeoutError(f"services did not catch up: still behind {seen['behind']} after "
-                               f"{time.monotonic() - started:.0f} s")
+                               f"{time.monotonic() - started:.0f} s; {self.what_is_behind()}")
         return time.monotonic() - started
 
     def bad_items(self, events: list[dict], count: int) -> list[dict]:
@@ -372,6 +372,17 @@ class Chaos:
                 found[service] = {f"{t}[{n}]": [o, ends[(t, n)]] for (t, n), o in sorted(stored.items())
                                   if ends.get((t, n), o) > o}
         return found
+
+    def what_is_behind(self) -> str:
+        """For a report: the input partitions short of their end, and the outbox rows waiting, per service."""
+        try:
+            partitions = self.behind()
+            with psycopg.connect(self.config.db_url(), autocommit=True) as conn:
+                outboxes = {s: conn.execute(f'SELECT count(*) FROM "{self.workers.schema(s)}".outbox').fetchone()[0]
+                            for s in SERVICES}
+        except AWAY as exc:
+            return f"not known ({type(exc).__name__})"
+        return f"partitions behind [position, end]: {partitions}; outbox rows waiting: {outboxes}"
 
     def busy(self, service: str) -> int:
         found = self.lag([self.workers.schema(service)])
