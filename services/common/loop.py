@@ -142,6 +142,7 @@ class ConsumerLoop:
         self._makers: dict[str, Callable[[Any], Any] | None] = {}  # event type -> record-to-event, None if unused
         self._ends: dict[tuple[str, int], int] = {}  # end offsets asked for at assignment
         self._starving: dict[tuple[str, int], tuple[float, int]] = {}  # since when, fetched then (see _watch_starving)
+        self._hint: list[TopicPartition] = []  # offsets committed to the database, for Kafka (see _send_hint)
         self._next_starving_check = 0.0
 
     # -- partition assignment (called by librdkafka inside consume(), on the consuming thread) --
@@ -154,7 +155,7 @@ class ConsumerLoop:
             p.offset = stored[(p.topic, p.partition)]
         self._positions.update(stored)
         for tp in wanted:  # a fresh seek: what was buffered for these partitions is read again
-            self._loop.call_soon_threadsafe(self._forget, tp)
+            self._loop.call_soon_threadsafe(self._forget, tp, False)
         ends = {}
         for p in partitions:  # each partition's end now, so the merge need not guess before its first fetch
             try:
@@ -164,6 +165,8 @@ class ConsumerLoop:
                 log.debug("end offset unknown", exc_info=True)
         self._loop.call_soon_threadsafe(self._ends.update, ends)
         consumer.assign(partitions)
+        with contextlib.suppress(KafkaException):  # none starts paused (what _forget, scheduled above, assumes)
+            consumer.resume(partitions)
         self._loop.call_soon_threadsafe(self.assigned.set)
         log.info("assigned", extra={"fields": {"partitions": {f"{t}[{n}]": o for (t, n), o in stored.items()}}})
 
@@ -171,7 +174,7 @@ class ConsumerLoop:
         for p in partitions:
             self._positions.pop((p.topic, p.partition), None)
             if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._forget, (p.topic, p.partition))
+                self._loop.call_soon_threadsafe(self._forget, (p.topic, p.partition), False)
         consumer.unassign()
         log.info("revoked", extra={"fields": {"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]}})
 
@@ -181,16 +184,22 @@ class ConsumerLoop:
         _, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
         return max(high, self._ends.get(tp, -1))
 
-    def _forget(self, tp: tuple[str, int]) -> None:
-        """Drop a partition's buffered records (on the event loop, before any later fetch is decoded)."""
+    def _forget(self, tp: tuple[str, int], resume: bool = True) -> None:
+        """Drop a partition's buffered records (on the event loop, before any later fetch is decoded).
+
+        Called from a rebalance callback, it must not touch the consumer (`resume=False`): the callback
+        runs inside consume(), which holds the consumer's handle, and on_assign waits for the event loop
+        to read the stored positions; a consumer call on the event loop would wait for the handle, and
+        neither would ever go on. on_assign resumes the partitions it assigns itself."""
         self._merger.drop(tp)
         self._fetched.pop(tp, None)
         self._empty_since.pop(tp, None)
         self._starving.pop(tp, None)
-        if tp in self._paused:  # its buffer is gone: it must be fetched again (an assignment resumes it anyway)
+        if tp in self._paused:  # its buffer is gone: it must be fetched again
             self._paused.discard(tp)
-            with contextlib.suppress(KafkaException):
-                self._consumer.resume([TopicPartition(*tp)])
+            if resume:
+                with contextlib.suppress(KafkaException):
+                    self._consumer.resume([TopicPartition(*tp)])
 
     def _flow(self) -> None:
         """A bound per partition, as Kafka Streams has: a partition whose buffer holds its share of the
@@ -246,6 +255,7 @@ class ConsumerLoop:
             # consume() of the next batch may still run in its thread: wait for it, so the consumer is
             # never closed under it, and drop what it read (the stored positions say where to resume)
             await self._drop_prefetch()
+            self._send_hint()
 
     def _start_prefetch(self) -> None:
         """Start consuming the next batch in a thread while this one commits (see run_once)."""
@@ -281,6 +291,7 @@ class ConsumerLoop:
         moved to another worker meanwhile is refused by the conditional position update.
         """
         records = await self._next_records()
+        self._send_hint()
         self.last_progress = time.time()
         metrics.LAST_PROGRESS.labels(self._name).set(self.last_progress)
         started = time.perf_counter()
@@ -581,21 +592,31 @@ class ConsumerLoop:
             value=self._codec.encode(event_type, record),
         )
 
-    def _after_commit(self, batch: _Batch, started: float) -> None:
-        now = time.time()
+    def _send_hint(self) -> None:
+        """The last commit's offsets to Kafka as a lag hint, and the lag gauges. Called right after a
+        consume() returned, while none runs: the event loop calls the consumer only then (see _forget)."""
+        committed, self._hint = self._hint, []
+        if not committed:
+            return
         name = self._name
-        committed = []
-        for (topic, partition), (_, next_offset) in batch.spans.items():
-            if (topic, partition) in self._positions:
-                self._positions[(topic, partition)] = next_offset
-            committed.append(TopicPartition(topic, partition, next_offset))
-            high = self._high((topic, partition))
+        for tp in committed:
+            high = self._high((tp.topic, tp.partition))
             if high >= 0:
-                metrics.CONSUMER_LAG.labels(name, topic, str(partition)).set(max(high - next_offset, 0))
+                metrics.CONSUMER_LAG.labels(name, tp.topic, str(tp.partition)).set(max(high - tp.offset, 0))
         try:
             self._consumer.commit(offsets=committed, asynchronous=True)
         except Exception:  # the hint is optional; the database holds the truth
             log.debug("offset hint not committed", exc_info=True)
+
+    def _after_commit(self, batch: _Batch, started: float) -> None:
+        now = time.time()
+        name = self._name
+        hint = {(tp.topic, tp.partition): tp for tp in self._hint}
+        for (topic, partition), (_, next_offset) in batch.spans.items():
+            if (topic, partition) in self._positions:
+                self._positions[(topic, partition)] = next_offset
+            hint[(topic, partition)] = TopicPartition(topic, partition, next_offset)
+        self._hint = list(hint.values())  # sent after the next consume() returns (the prefetch runs now)
         applied = batch.applied
         for event_class, count in Counter(map(type, applied)).items():
             metrics.EVENTS_PROCESSED.labels(name, event_class.__name__).inc(count)

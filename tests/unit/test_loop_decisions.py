@@ -417,3 +417,30 @@ def test_a_paused_partition_is_never_sought(monkeypatch):
     clock[0] += 2 * STARVED_S
     loop._watch_starving()
     assert loop._consumer.sought == []
+
+
+def test_the_event_loop_leaves_the_consumer_alone_while_the_next_batch_is_consumed():
+    """After a commit the next batch's consume() already runs, and a rebalance callback inside it may be
+    waiting for the event loop: the offset hint and the lag gauges wait until that consume() returned."""
+    from services.common.loop import _Batch
+
+    class Counting(CaughtUp):
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+            self.committed: list = []
+
+        def get_watermark_offsets(self, _tp, cached=True):
+            self.calls.append("get_watermark_offsets")
+            return (0, 9)
+
+        def commit(self, offsets, asynchronous):
+            self.calls.append("commit")
+            self.committed = [(tp.partition, tp.offset) for tp in offsets]
+
+    loop = make_loop({(TOPIC, 0): 0, (TOPIC, 1): 0})
+    loop._consumer = consumer = Counting()
+    loop._after_commit(_Batch(spans={(TOPIC, 0): [0, 4]}), started=0.0)
+    loop._after_commit(_Batch(spans={(TOPIC, 0): [4, 6], (TOPIC, 1): [0, 2]}), started=0.0)
+    assert consumer.calls == [] and loop._positions == {(TOPIC, 0): 6, (TOPIC, 1): 2}
+    loop._send_hint()  # the consume() returned
+    assert consumer.committed == [(0, 6), (1, 2)] and "commit" in consumer.calls
