@@ -258,12 +258,9 @@ class OutboxRelay:
             await _discard(lock)
             metrics.OUTBOX_LEADER.labels(self._service).set(0)
         if producer is not None or reader is not None:
-            closing = threading.Thread(target=_close_clients, args=(producer, reader), daemon=True,
-                                       name=f"outbox-close-{self._service}")
-            del producer, reader
-            closing.start()
-            await asyncio.to_thread(closing.join, CLOSE_WAIT_S)
-            if closing.is_alive():
+            try:
+                await _bounded(_close_clients, producer, reader, deadline_s=CLOSE_WAIT_S)
+            except TimeoutError:
                 log.warning("outbox clients did not close; left closing in the background",
                             extra={"fields": {"waited_s": CLOSE_WAIT_S}})
 
