@@ -47,6 +47,11 @@ TRANSITIONS_REFUSED = Counter("mom_execution_transitions_refused_total",
                               "Order and operation events refused as impossible transitions (TransitionRefused).",
                               ["attempted"])
 
+CLOSED_PERIODS = Counter("mom_execution_closed_periods_total",
+                         "Periods closed (version 1), by how: 'as_computed' took the figures the batch had just computed "
+                         "(nothing recorded later bears on the period), 'at_cutoff' computed them again from the stored "
+                         "facts as known when the closing fact was recorded.", ["how"])
+
 ELEMENTS = ("pot", "pdot", "pbt", "apt", "asut", "adet", "adot", "aupt", "aubt", "aoet", "apat", "apwt",
             "out_of_shift", "data_gap")
 US = timedelta(microseconds=1)
@@ -86,7 +91,7 @@ class ExecutionProjector:
 
     async def apply(self, conn: AsyncConnection, events: Sequence[Event]) -> list[Event]:
         units = sorted({e.equipment_id for e in events if isinstance(e, MachineStateChanged | PartsProduced | ScrapReported)})
-        clocks, last_states = await load_unit_clocks(conn, units)
+        clocks, last_states, recorded_before = await load_unit_clocks(conn, units)
         batch = BatchState(
             statuses=await load_statuses(conn, sorted({e.equipment_id for e in events if isinstance(e, MachineStateChanged)})),
             clocks=clocks,
@@ -99,10 +104,12 @@ class ExecutionProjector:
         await save_statuses(conn, [batch.statuses[u] for u in sorted(batch.changed)])
         await save_facts(conn, batch)
         latest = latest_states(last_states, batch.state_changes)
-        await save_clocks(conn, {u: c for u, c in batch.clocks.items() if c is not None and c != clocks_before.get(u)},
-                          {u: s for u, s in latest.items() if s != last_states.get(u)})
+        recorded = recorded_until(batch)
+        await save_clocks(conn, {u: c for u, c in batch.clocks.items()
+                                 if c is not None and (c != clocks_before.get(u) or u in recorded)},
+                          {u: s for u, s in latest.items() if s != last_states.get(u)}, recorded)
         if not self.deferring:
-            derived.extend(await recompute_periods(conn, batch, clocks_before, last_states))
+            derived.extend(await recompute_periods(conn, batch, clocks_before, last_states, recorded_before))
         for late in batch.late:
             LATE_EVENTS.labels(type(late.event).__name__).inc()
         for event in derived:
@@ -136,19 +143,37 @@ class LastState:
 
 
 async def load_unit_clocks(conn: AsyncConnection, units: list[str]) -> tuple[dict[str, datetime | None],
-                                                                           dict[str, LastState]]:
-    """Each unit's clock and its latest state change, locked for this batch."""
+                                                                           dict[str, LastState], dict[str, datetime]]:
+    """Each unit's clock, its latest state change and the latest recorded_at of its stored machine facts,
+    locked for this batch."""
     clocks: dict[str, datetime | None] = dict.fromkeys(units)
     last: dict[str, LastState] = {}
+    recorded: dict[str, datetime] = {}
     if units:
-        rows = await conn.execute(text("""SELECT equipment_id, known_until, last_state_at, last_state_event_id, last_state
+        rows = await conn.execute(text("""SELECT equipment_id, known_until, last_state_at, last_state_event_id, last_state,
+                                                 recorded_until
                                           FROM unit_clock WHERE equipment_id = ANY(:ids) ORDER BY equipment_id FOR UPDATE"""),
                                   {"ids": TextArray(units)})
         for r in rows:
             clocks[r.equipment_id] = r.known_until
             if r.last_state_at is not None:
                 last[r.equipment_id] = LastState(r.last_state_at, r.last_state_event_id, r.last_state)
-    return clocks, last
+            if r.recorded_until is not None:
+                recorded[r.equipment_id] = r.recorded_until
+    return clocks, last, recorded
+
+
+def recorded_until(batch: BatchState) -> dict[str, datetime]:
+    """The latest recorded_at of each unit's state changes and production reports stored by this batch."""
+    latest: dict[str, datetime] = {}
+    for change in batch.state_changes:
+        if (known := latest.get(change.equipment_id)) is None or change.recorded_at > known:
+            latest[change.equipment_id] = change.recorded_at
+    for fact in batch.production:
+        event = fact.event
+        if (known := latest.get(event.equipment_id)) is None or event.recorded_at > known:
+            latest[event.equipment_id] = event.recorded_at
+    return latest
 
 
 def latest_states(last: dict[str, LastState], changes: Sequence[MachineStateChanged]) -> dict[str, LastState]:
@@ -225,14 +250,19 @@ async def save_statuses(conn: AsyncConnection, statuses: list[EquipmentStatus | 
              "events": TextArray([s.last_event_id for s in rows])})
 
 
-async def save_clocks(conn: AsyncConnection, clocks: dict[str, datetime], last_states: dict[str, LastState]) -> None:
+async def save_clocks(conn: AsyncConnection, clocks: dict[str, datetime], last_states: dict[str, LastState],
+                      recorded: dict[str, datetime]) -> None:
+    """`clocks`: every unit whose clock moved or that stored machine facts (each of those has a clock);
+    `recorded`: the latest recorded_at of the facts each stored."""
     if clocks:
         units = sorted(clocks)
         await conn.execute(
-            text("""INSERT INTO unit_clock (equipment_id, known_until)
-                    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:at AS timestamptz[]))
-                    ON CONFLICT (equipment_id) DO UPDATE SET known_until = greatest(unit_clock.known_until, excluded.known_until)"""),
-            {"ids": TextArray(units), "at": TimestamptzArray([clocks[u] for u in units])})
+            text("""INSERT INTO unit_clock (equipment_id, known_until, recorded_until)
+                    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:at AS timestamptz[]), CAST(:rec AS timestamptz[]))
+                    ON CONFLICT (equipment_id) DO UPDATE SET known_until = greatest(unit_clock.known_until, excluded.known_until),
+                        recorded_until = greatest(unit_clock.recorded_until, excluded.recorded_until)"""),
+            {"ids": TextArray(units), "at": TimestamptzArray([clocks[u] for u in units]),
+             "rec": TimestamptzArray([recorded.get(u) for u in units])})
     if last_states:  # every unit with a stored state change has a clock, so its row exists by now
         units = sorted(last_states)
         await conn.execute(
@@ -409,7 +439,8 @@ def _time_window(request: Request) -> kpi.Period:
 
 async def recompute_periods(conn: AsyncConnection, batch: BatchState,
                             clocks_before: dict[str, datetime | None] | None = None,
-                            last_states: dict[str, LastState] | None = None) -> list[Event]:
+                            last_states: dict[str, LastState] | None = None,
+                            recorded_before: dict[str, datetime] | None = None) -> list[Event]:
     touched = dict(batch.touched)
     hierarchy = await load_hierarchy(conn) if (touched or batch.shifts or batch.equipment) else None
     if hierarchy is None:
@@ -455,7 +486,8 @@ async def recompute_periods(conn: AsyncConnection, batch: BatchState,
     current = [(replace(request, since=None), e) for request, e in current]
     await save_periods(conn, current)
     current += await roll_up_days(conn, days)
-    return await close_and_revise(conn, current, shifts, batch)
+    closing = _Closing(before, recorded_before, rebuild) if clocks_before is not None and recorded_before is not None else None
+    return await close_and_revise(conn, current, shifts, batch, closing)
 
 
 @dataclass(frozen=True)
@@ -770,11 +802,121 @@ async def save_periods(conn: AsyncConnection, results: list[tuple[Request, kpi.E
         {c: _ARRAYS[types.get(c, "bigint")]([row[c] for row in rows]) for c in columns})
 
 
+@dataclass(frozen=True)
+class _Closing:
+    """What a live batch knows of each unit before it: the clock, the latest recorded_at of the stored
+    machine facts, and the units it rebuilds (see _closed_as_computed)."""
+
+    clocks: dict[str, datetime | None]
+    recorded: dict[str, datetime]
+    rebuild: set[str]
+
+
+def _closed_as_computed(batch: BatchState, closed: list[Request], closing: _Closing,
+                        facts_at: dict[str, list[tuple[datetime, datetime, str]]]) -> dict[int, tuple[datetime, str]]:
+    """The hours closing in this batch whose version 1 is the figures just computed: by index into
+    `closed`, the recorded_at and event id of the first fact past the hour's end (the version's cause).
+
+    Version 1 is the hour as known when that fact was recorded (compute with that cutoff). An hour
+    whose end lay past the unit's clock before this batch (or whose unit had no clock) has no version
+    yet, and the fact that closes it is in this batch (every stored fact lay at or before that clock). When no state change before
+    the hour's end and no production report in it was recorded after that fact (those stored before
+    this batch by the unit's recorded_until, this batch's own here), the cutoff leaves out nothing the
+    figures just computed took in, and no fact makes a later version. Scrap reports and lockouts are
+    asked of the database by the caller. Shifts and days take the general path."""
+    found: dict[int, tuple[datetime, str]] = {}
+    for i, request in enumerate(closed):
+        unit, end = request.unit, request.period.end
+        clock = closing.clocks.get(unit)
+        recorded = closing.recorded.get(unit)
+        if request.period.kind != "hour" or unit in closing.rebuild:
+            continue
+        if clock is not None and (clock >= end or recorded is None):  # no clock yet: no machine fact stored yet
+            continue
+        facts = facts_at.get(unit, ())
+        after = [(rec, event_id) for at, rec, event_id in facts if at >= end]
+        if not after:
+            continue
+        closed_at, closed_by = min(after)
+        if (recorded is None or recorded <= closed_at) and all(rec <= closed_at for at, rec, _ in facts if at < end):
+            found[i] = (closed_at, closed_by)
+    return found
+
+
+async def _recorded_later(conn: AsyncConnection, closed: list[Request], found: dict[int, tuple[datetime, str]]) -> set[int]:
+    """Of `found`, the hours with a scrap report in them, or a lockout of their unit, recorded after
+    the fact that closed them."""
+    if not found:
+        return set()
+    keys = sorted(found)
+    rows = await conn.execute(text("""
+        SELECT w.i FROM unnest(CAST(:i AS integer[]), CAST(:u AS text[]), CAST(:lo AS timestamptz[]),
+                               CAST(:hi AS timestamptz[]), CAST(:c AS timestamptz[])) AS w(i, u, lo, hi, c)
+        WHERE EXISTS (SELECT 1 FROM scrap WHERE equipment_id = w.u AND occurred_at >= w.lo AND occurred_at < w.hi
+                                               AND recorded_at > w.c)
+           OR EXISTS (SELECT 1 FROM lockouts WHERE equipment_id = w.u AND recorded_at > w.c)"""), {
+        "i": Int4Array(keys), "u": TextArray([closed[i].unit for i in keys]),
+        "lo": TimestamptzArray([closed[i].period.start for i in keys]),
+        "hi": TimestamptzArray([closed[i].period.end for i in keys]),
+        "c": TimestamptzArray([found[i][0] for i in keys])})
+    return {r.i for r in rows}
+
+
+def _machine_facts(batch: BatchState) -> dict[str, list[tuple[datetime, datetime, str]]]:
+    """This batch's stored state changes and production reports per unit: (occurred_at, recorded_at, event id)."""
+    facts: dict[str, list[tuple[datetime, datetime, str]]] = defaultdict(list)
+    for change in batch.state_changes:
+        facts[change.equipment_id].append((change.occurred_at, change.recorded_at, change.event_id))
+    for fact in batch.production:
+        event = fact.event
+        facts[event.equipment_id].append((event.occurred_at, event.recorded_at, event.event_id))
+    return facts
+
+
 async def close_and_revise(conn: AsyncConnection, current: list[tuple[Request, kpi.Elements]],
-                           shifts: dict[str, list[kpi.Shift]], batch: BatchState) -> list[Event]:
+                           shifts: dict[str, list[kpi.Shift]], batch: BatchState,
+                           closing: _Closing | None = None) -> list[Event]:
     """Versions of closed periods, as a function of the facts: version 1 is the period as known when the
-    first fact past its end was recorded; each later recorded_at of a fact inside it is one more version."""
-    closed = [r for r, _ in current if r.period.end <= r.known_until]
+    first fact past its end was recorded; each later recorded_at of a fact inside it is one more version.
+    With `closing` (a live batch), an hour that closes now and that nothing recorded later bears on takes
+    version 1 from its figures just computed (_closed_as_computed); the others are computed at each
+    version's cutoff."""
+    closed_current = [(r, e) for r, e in current if r.period.end <= r.known_until]
+    if not closed_current:
+        return []
+    closed = [r for r, _ in closed_current]
+    as_computed = _closed_as_computed(batch, closed, closing, _machine_facts(batch)) if closing is not None else {}
+    for i in await _recorded_later(conn, closed, as_computed):
+        del as_computed[i]
+    general = [i for i in range(len(closed)) if i not in as_computed]
+    versions = await _versions_at_cutoffs(conn, [closed[i] for i in general], shifts)
+    by_index = dict(zip(general, versions, strict=True))
+    CLOSED_PERIODS.labels("as_computed").inc(len(as_computed))
+    CLOSED_PERIODS.labels("at_cutoff").inc(sum(1 for computed in versions for number, *_ in computed if number == 1))
+    for i, (known_at, caused_by) in as_computed.items():
+        request = replace(closed[i], known_until=closed[i].period.end, cutoff=known_at)  # as the general path names it
+        by_index[i] = [(1, request, closed_current[i][1], known_at, caused_by, True)]
+    derived: list[Event] = []
+    version_rows = []
+    closed_hours = []
+    for i in range(len(closed)):
+        for number, request, elements, known_at, caused_by, new in by_index.get(i, ()):
+            row = _row(request, elements)
+            version_rows.append({**row, "version": number, "known_at": known_at, "caused_by": caused_by})
+            if new:
+                derived.append(_period_event(request, elements, number, known_at, caused_by))
+                if number == 1 and request.period.kind == "hour":
+                    closed_hours.append((request, elements, known_at, caused_by))
+    if version_rows:
+        await _save_versions(conn, version_rows)
+    derived.extend(await _runtime(conn, closed_hours))
+    return derived
+
+
+async def _versions_at_cutoffs(conn: AsyncConnection, closed: list[Request], shifts: dict[str, list[kpi.Shift]]
+                               ) -> list[list[tuple[int, Request, kpi.Elements, datetime, str, bool]]]:
+    """Each closed period's versions from the stored facts, each as known at its cutoff: (number, request,
+    elements, known at, caused by, whether it is new)."""
     if not closed:
         return []
     rows = (await conn.execute(text("""
@@ -812,22 +954,12 @@ async def close_and_revise(conn: AsyncConnection, current: list[tuple[Request, k
         base = closed[i]
         for number, (known_at, caused_by) in enumerate(versions, start=1):
             requests.append(Request(base.unit, base.period, base.period.end, cutoff=known_at))
-            keys.append((number, known_at, caused_by, number > existing[i]))
+            keys.append((i, number, known_at, caused_by, number > existing[i]))
     computed = await compute(conn, requests, shifts)
-    derived: list[Event] = []
-    version_rows = []
-    closed_hours = []
-    for (request, elements), (number, known_at, caused_by, new) in zip(computed, keys, strict=True):
-        row = _row(request, elements)
-        version_rows.append({**row, "version": number, "known_at": known_at, "caused_by": caused_by})
-        if new:
-            derived.append(_period_event(request, elements, number, known_at, caused_by))
-            if number == 1 and request.period.kind == "hour":
-                closed_hours.append((request, elements, known_at, caused_by))
-    if version_rows:
-        await _save_versions(conn, version_rows)
-    derived.extend(await _runtime(conn, closed_hours))
-    return derived
+    out: list[list[tuple[int, Request, kpi.Elements, datetime, str, bool]]] = [[] for _ in closed]
+    for (request, elements), (i, number, known_at, caused_by, new) in zip(computed, keys, strict=True):
+        out[i].append((number, request, elements, known_at, caused_by, new))
+    return out
 
 
 async def _save_versions(conn: AsyncConnection, rows: list[dict]) -> None:

@@ -69,3 +69,21 @@ def start_at_end(prepared: Prepared, settings: Settings) -> dict[tuple[str, int]
     ends = end_offsets(settings.kafka, topics)
     seed_positions(prepared.superuser_url, settings.db_schema, ends)
     return ends
+
+
+async def assert_a_replay_equals(prepared, scratch, build, schema: str, start, **replay) -> None:
+    """Rebuild a service (`build`, its app's build) from `start` into a scratch schema, in the replay's
+    own batches or as `replay` sets them, and compare it with `schema` row for row."""
+    from dataclasses import replace
+
+    from services.common.replay import compare, rebuild
+
+    target = f"{schema}_r"
+    try:
+        await rebuild(replace(scratch, **replay), build, prepared.superuser_url, target, start=start)
+        differences = [(d.table, d.only_live, d.only_replay) for d in compare(prepared.superuser_url, schema, target)
+                       if d.only_live or d.only_replay]
+        assert differences == []
+    finally:
+        with psycopg.connect(prepared.superuser_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{target}" CASCADE')

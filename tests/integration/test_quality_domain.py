@@ -16,11 +16,12 @@ import pytest
 
 from services.common.kafka import end_offsets as kafka_end_offsets
 from services.common.migrations import upgrade
-from services.common.replay import compare, rebuild, seed_positions
+from services.common.replay import seed_positions
 from services.common.runtime import build_worker
 from services.common.settings import Settings
 from services.quality import spc
 from services.quality.app import build as build_quality
+from tests.integration.conftest import assert_a_replay_equals
 from tests.integration.test_consumer_loop import end_offsets, query, run_until
 from tests.integration.test_execution_domain import produce_all
 
@@ -164,12 +165,4 @@ async def test_sampling_spc_holds_capability_and_yield_then_an_identical_replay(
         for x, e in zip(fpy[0][5:], (Fraction(90, 95), Fraction(24, 600), Fraction(6, 600)), strict=True))
 
     # A replay of the same segment in large batches gives identical tables
-    target = f"{schema}_r"
-    try:
-        await rebuild(quality_scratch, build_quality, prepared.superuser_url, target, start=start)
-        differences = [(d.table, d.only_live, d.only_replay) for d in compare(prepared.superuser_url, schema, target)
-                       if d.only_live or d.only_replay]
-        assert differences == []
-    finally:
-        with psycopg.connect(prepared.superuser_url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{target}" CASCADE')
+    await assert_a_replay_equals(prepared, quality_scratch, build_quality, schema, start)
