@@ -6,14 +6,13 @@ is conditional on the position it started from, so a worker that lost a partitio
 batch its successor applies too.
 
 Per batch, in order:
-  1. consume up to N records and decode them (one blocking call and the decoding, in a thread);
-  2. buffer them, dropping records below the stored position;
+  1. consume up to N records (one blocking call, in a thread);
+  2. decode them and drop records below the stored position;
   3. in ONE transaction: claim event ids (duplicates drop out), fold the events into the projection,
      add derived events to the outbox, keep undecodable records in dead_letters, advance positions;
   4. after commit: wake the outbox relay (if the batch added outbox rows), report metrics, commit offsets
      to Kafka as a lag hint.
-Step 1 of the next batch overlaps steps 3 and 4 of this one (see run_once): the decoding runs while
-the event loop awaits PostgreSQL.
+Step 1 of the next batch overlaps steps 3 and 4 of this one (see run_once).
 """
 from __future__ import annotations
 
@@ -261,7 +260,7 @@ class ConsumerLoop:
     def _start_prefetch(self) -> None:
         """Start consuming the next batch in a thread while this one commits (see run_once)."""
         if self._prefetch is None and not self._stopping.is_set():
-            self._prefetch = asyncio.ensure_future(asyncio.to_thread(self._fetch))
+            self._prefetch = asyncio.ensure_future(asyncio.to_thread(self._consumer.consume, self._max, self._wait))
 
     async def _drop_prefetch(self) -> None:
         """Wait for a prefetch to finish and discard its records: the caller seeks to stored positions."""
@@ -272,34 +271,34 @@ class ConsumerLoop:
             except Exception:  # noqa: BLE001 - what it read is dropped anyway; a lasting error comes back
                 log.debug("prefetch failed", exc_info=True)
 
-    async def _next_records(self) -> tuple[int, list[tuple[tuple[str, int], _Entry]]]:
+    async def _next_records(self) -> list:
         prefetch, self._prefetch = self._prefetch, None
         if prefetch is not None:
             return await prefetch
-        return await asyncio.to_thread(self._fetch)
+        return await asyncio.to_thread(self._consumer.consume, self._max, self._wait)
 
     async def run_once(self) -> int:
         """Consume and commit one batch; returns the number of records it covered.
 
-        While a batch commits, consume() of the next one already runs in its thread and decodes what
-        it fetched (the prefetch): the database round trips, the broker fetch and the decoding
-        overlap. The prefetched records are buffered only after the commit finished and _after_commit
-        moved the in-memory positions, so the next batch's spans start at the stored positions. When the commit is refused (StalePosition) or the
+        While a batch commits, consume() of the next one already runs in its thread (the prefetch):
+        the database round trips and the broker fetch overlap. The prefetched records are decoded
+        only after the commit finished and _after_commit moved the in-memory positions, so the next
+        batch's spans start at the stored positions. When the commit is refused (StalePosition) or the
         database is away, the prefetch is awaited and dropped before seeking to the stored positions.
         A rebalance inside the prefetching consume() runs on_revoke/on_assign as before: on_assign
         reads the stored positions through the event loop (free while the commit awaits PostgreSQL)
         and seeks there; records below a position are dropped by _decode; and a batch whose partition
         moved to another worker meanwhile is refused by the conditional position update.
         """
-        fetched, parsed = await self._next_records()
+        records = await self._next_records()
         self._send_hint()
         self.last_progress = time.time()
         metrics.LAST_PROGRESS.labels(self._name).set(self.last_progress)
         started = time.perf_counter()
-        near_tail = fetched < self._max
-        if parsed:
-            self._accept(parsed)
-        del parsed
+        near_tail = len(records) < self._max
+        if records:
+            self._decode(records)
+        del records
         if near_tail:
             self._step_over_markers()
         self._watch_starving()
@@ -326,32 +325,30 @@ class ConsumerLoop:
         self._after_commit(batch, started)
         return sum(n - s for s, n in batch.spans.values())
 
-    def _fetch(self) -> tuple[int, list[tuple[tuple[str, int], _Entry]]]:
-        """consume() and decode, in the fetching thread: how many records came, and each as an entry of
-        its partition. Decoding here overlaps the commit of the batch before (the event loop awaits
-        PostgreSQL meanwhile); it reads nothing the event loop changes, and _accept, on the event loop,
-        drops what lies below the positions once that commit moved them."""
-        records = self._consumer.consume(self._max, self._wait)
-        return len(records), self._parse(records)
-
-    def _parse(self, records: list) -> list[tuple[tuple[str, int], _Entry]]:
+    def _decode(self, records: list) -> None:
+        """Decode fetched records into the per-partition buffers of the merger (see _take)."""
+        positions = self._positions
+        fetched = self._fetched
         decode = self._codec.decode
         makers = self._makers
+        add = self._merger.add
         entry = _Entry
-        parsed = []
-        append = parsed.append
         last_tp = None
-        tp = None
+        position = None
         for record in records:
             error = record.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error", extra={"fields": {"error": str(error)}})
                 continue
-            topic, partition = record.topic(), record.partition()
-            if last_tp is None or last_tp[0] != topic or last_tp[1] != partition:
-                last_tp = tp = (topic, partition)
+            tp = (record.topic(), record.partition())
+            if tp != last_tp:
+                last_tp = tp
+                position = max(positions.get(tp, -1), fetched.get(tp, -1)) if tp in positions else None
             offset = record.offset()
+            if position is None or offset < position:
+                continue  # not ours any more, already buffered, or processed before a restart
+            position = fetched[tp] = offset + 1
             event_type = None
             value = record.value()
             try:
@@ -361,35 +358,12 @@ class ConsumerLoop:
                 except KeyError:
                     make = makers[event_type] = self._spec.events.maker(event_type)
                 if make is None:
-                    append((tp, entry(offset, None, None, body.get("recorded_at"))))
+                    add(tp, entry(offset, None, None, body.get("recorded_at")))
                     continue
                 event = make(body)
-                append((tp, entry(offset, event, None, event.recorded_at)))
+                add(tp, entry(offset, event, None, event.recorded_at))
             except (DecodeError, TypeError, KeyError, ValueError) as exc:
-                append((tp, entry(offset, None, self._dead_letter(tp, offset, event_type, f"decode: {exc}", value), None)))
-        return parsed
-
-    def _accept(self, parsed: list[tuple[tuple[str, int], _Entry]]) -> None:
-        """Buffer decoded records in the merger, dropping those below the stored position or already
-        buffered, and those of partitions this worker does not hold (any more)."""
-        positions = self._positions
-        fetched = self._fetched
-        add = self._merger.add
-        last_tp = None
-        position = None
-        for tp, entry in parsed:
-            if tp is not last_tp:
-                last_tp = tp
-                position = max(positions.get(tp, -1), fetched.get(tp, -1)) if tp in positions else None
-            offset = entry.offset
-            if position is None or offset < position:
-                continue  # not ours any more, already buffered, or processed before a restart
-            position = fetched[tp] = offset + 1
-            add(tp, entry)
-
-    def _decode(self, records: list) -> None:
-        """Decode fetched records into the per-partition buffers of the merger (see _take)."""
-        self._accept(self._parse(records))
+                add(tp, entry(offset, None, self._dead_letter(tp, offset, event_type, f"decode: {exc}", value), None))
 
     def _step_over_markers(self) -> None:
         """Move each partition's fetched offset to the consumer's position. A topic written in Kafka

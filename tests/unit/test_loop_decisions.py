@@ -198,22 +198,6 @@ def test_the_next_batch_is_consumed_during_the_commit_and_its_span_starts_where_
     assert loop._positions[(TOPIC, 0)] == 3
 
 
-def test_the_prefetch_decodes_in_its_thread_and_what_it_decoded_is_buffered_only_above_the_positions():
-    loop = make_loop({(TOPIC, 0): 0})
-    loop._consumer = type("Fetching", (CaughtUp,), {"consume": lambda self, n, wait: [
-        FakeRecord(0, 3, state_bytes("d")), FakeRecord(0, 4, state_bytes("e")), FakeRecord(1, 0, state_bytes("x"))]})()
-    fetched, parsed = loop._fetch()
-    assert fetched == 3
-    assert [(tp, e.offset, e.event.event_id) for tp, e in parsed] == [((TOPIC, 0), 3, "d"), ((TOPIC, 0), 4, "e"),
-                                                                       ((TOPIC, 1), 0, "x")]
-    assert len(loop._merger) == 0 and loop._fetched == {}  # nothing buffered yet: the commit may still move positions
-    loop._positions[(TOPIC, 0)] = 4  # the commit running meanwhile ended at offset 4
-    loop._accept(parsed)
-    batch = loop._take()
-    assert [i.event.event_id for i in batch.items] == ["e"]  # below the position, and not assigned, dropped
-    assert batch.spans == {(TOPIC, 0): [4, 5]}
-
-
 def test_a_refused_batch_drops_what_was_prefetched_and_resyncs():
     calls = []
 
