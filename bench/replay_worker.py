@@ -16,6 +16,7 @@ import time
 from importlib import import_module
 
 from services.common.replay import rebuild
+from services.common.runtime import settle_heap
 from services.common.settings import Settings
 
 
@@ -28,6 +29,7 @@ def main(service: str, schema: str, start_file: str) -> dict:
     def progress(done: int, total: int) -> None:
         seen.append((time.perf_counter(), done, total))
 
+    settle_heap()  # a replay runs as a worker does
     whole = asyncio.run(rebuild(settings, make_spec, os.environ["MOM_DATABASE_URL"], schema, start=start,
                                 progress=progress))
     base = sum(start.values())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -104,22 +105,27 @@ def cpu_s(pid: int) -> float | None:
 
 
 def rss_summary(samples: Sequence[tuple[float, float]], at_first_commit: float | None = None) -> dict:
-    """(seconds since start, MB) samples -> start, at 20 % of the run, peak, end and whether it stayed flat
-    (the peak from 20 % of the run on at most 10 % + 10 MB above the value at 20 %, once start-up
-    allocations are done: a high-water mark while the first backlog is fetched, given back later, is
-    no growth). Start is the value at the first commit, when the worker has loaded and connected (a
-    sample at process birth shows only the interpreter starting), or the first sample after 3 s
-    without one."""
+    """(seconds since start, MB) samples -> start, at 20 % of the run, peak, end and whether it stayed flat.
+
+    Flat: the level of the last quarter of the run (the median of its samples) at most 10 % + 10 MB
+    above the level just after start-up (the median from 20 % to 45 % of the run). Levels, not single
+    samples: the heap swings by tens of MB as batches come and go (and the high-water mark while the
+    first backlog is fetched is given back later), and a growth is a level that keeps rising. Start
+    is the value at the first commit, when the worker has loaded and connected (a sample at process
+    birth shows only the interpreter starting), or the first sample after 3 s without one."""
     if not samples:
         return {}
     values = [v for _, v in samples]
     start = at_first_commit or next((v for t, v in samples if t >= 3.0), values[0])
-    from20 = [v for t, v in samples if t >= 0.2 * samples[-1][0]] or values
-    at20 = from20[0]
-    growth = max(from20) - at20
+    span = samples[-1][0]
+    at20 = next((v for t, v in samples if t >= 0.2 * span), values[0])
+    early = [v for t, v in samples if 0.2 * span <= t <= 0.45 * span] or [at20]
+    late = [v for t, v in samples if t >= 0.75 * span] or [values[-1]]
+    growth = statistics.median(late) - statistics.median(early)
     return {"start": round(start, 1), "at_first_commit": round(at_first_commit, 1) if at_first_commit else None,
             "at_20pct": round(at20, 1), "peak": round(max(values), 1), "end": round(values[-1], 1),
-            "growth_after_20pct": round(growth, 1), "flat": growth <= 0.1 * at20 + 10, "samples": len(values)}
+            "growth_after_20pct": round(growth, 1), "flat": growth <= 0.1 * statistics.median(early) + 10,
+            "samples": len(values)}
 
 
 def stop_process(proc: subprocess.Popen) -> None:

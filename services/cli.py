@@ -106,6 +106,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     from services.common import logging as mom_logging
     from services.common.replay import compare, rebuild
+    from services.common.runtime import settle_heap
     from services.common.settings import Settings
 
     if args.service not in migrated_services():
@@ -123,6 +124,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         print(f"\rreplaying {args.service}: {done}/{total} events", end="", file=sys.stderr, flush=True)
 
+    settle_heap()  # a replay runs as a worker does
     seconds = asyncio.run(rebuild(settings, make_spec, admin, target, progress=progress))
     print(f"\n{args.service} rebuilt into schema {target} in {seconds:.1f} s", file=sys.stderr)
     if args.no_compare:

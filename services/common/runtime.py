@@ -6,6 +6,7 @@ Services hand over a ServiceSpec and never touch Kafka, the codec or the event l
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -82,6 +83,22 @@ def build_worker(settings: Settings, make_spec: Callable[[Catalogue], ServiceSpe
     return Worker(settings, spec, engine, loop, relay, consumer)
 
 
+GC_THRESHOLDS = (20_000, 10, 10)  # collections of the youngest generation every 20,000 allocations, not 700
+
+
+def settle_heap() -> None:
+    """Tune the cyclic garbage collector for a worker process, once it has imported and built what it
+    lives with. Freezing moves those objects (modules, classes, clients: most of the heap) out of the
+    collector's sight, and a higher first threshold makes collections rarer. A worker allocates a few
+    objects per event and keeps few cycles; with the defaults the collector took about a fifth of
+    execution's CPU in the bench, most of it full collections walking the start-up objects again and
+    again. For process entry points only: in a process that builds many workers (the tests), frozen
+    objects that later die in a cycle would never be freed."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def relay_clients(settings: Settings) -> Callable[[], tuple[Producer, Consumer]]:
     """The outbox relay's Kafka clients, made when it takes the lead: a transactional producer, and a
     reader of its marker group. Both are named after the consumer group and the schema, so that every
@@ -136,4 +153,5 @@ def run_service(settings: Settings, make_spec: Callable[[Settings, Catalogue], S
     """Entry point of `python -m services.<name>`, given the settings its __main__ read once."""
     mom_logging.configure(settings.service, settings.log_level)
     worker = build_worker(settings, lambda catalogue: make_spec(settings, catalogue))
+    settle_heap()
     asyncio.run(serve(worker))
