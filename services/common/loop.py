@@ -203,11 +203,14 @@ class ConsumerLoop:
 
     def _flow(self) -> None:
         """A bound per partition, as Kafka Streams has: a partition whose buffer holds its share of the
-        buffer bound is paused, so the fetcher brings the partitions the merge waits for rather than more
+        buffer bound (shared by the partitions that bring records: those with records buffered or known
+        to lag, not the idle ones) is paused, so the fetcher brings the partitions the merge waits for rather than more
         of one that is far ahead, and it is resumed once it has drained to half of that. Without it, a
         backlog on one topic fills the buffers until the memory bound lifts the acceptance order, and a
         consumption could be folded before the receipt it needs."""
-        share = max(PARTITION_BOUND_MIN, min(self._max, BUFFER_TARGET // (2 * max(len(self._positions), 1))))
+        active = sum(1 for tp, position in self._positions.items()
+                     if self._merger.buffered(tp) or self._high(tp) > self._fetched.get(tp, position))
+        share = max(PARTITION_BOUND_MIN, min(self._max, BUFFER_TARGET // (2 * max(active, 1))))
         pause = [tp for tp in self._positions if tp not in self._paused and self._merger.buffered(tp) >= share]
         resume = [tp for tp in self._paused if self._merger.buffered(tp) <= share // 2]
         try:

@@ -444,3 +444,27 @@ def test_the_event_loop_leaves_the_consumer_alone_while_the_next_batch_is_consum
     assert consumer.calls == [] and loop._positions == {(TOPIC, 0): 6, (TOPIC, 1): 2}
     loop._send_hint()  # the consume() returned
     assert consumer.committed == [(0, 6), (1, 2)] and "commit" in consumer.calls
+
+
+def test_the_buffer_bound_is_shared_by_the_partitions_that_bring_records_not_by_every_assigned_one():
+    from services.common.loop import BUFFER_TARGET, _Entry
+
+    class Watermarks(CaughtUp):
+        paused: list = []
+
+        def get_watermark_offsets(self, tp, cached=True):
+            return (0, 100_000 if tp.partition < 6 else 0)  # six partitions lag; eighteen hold nothing new
+
+        def pause(self, partitions):
+            self.paused.extend((p.topic, p.partition) for p in partitions)
+
+    loop = make_loop({(TOPIC, p): 0 for p in range(24)})
+    loop._consumer = Watermarks()
+    share = BUFFER_TARGET // (2 * 6)
+    for p, count in ((0, share), (1, share - 1)):
+        for offset in range(count):
+            loop._merger.add((TOPIC, p), _Entry(offset, None, None, None))
+        loop._fetched[(TOPIC, p)] = count
+    loop._flow()
+    # a share of the bound among all 24 would have paused both, at a quarter of it
+    assert loop._consumer.paused == [(TOPIC, 0)]
