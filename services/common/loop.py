@@ -184,6 +184,10 @@ class ConsumerLoop:
         _, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
         return max(high, self._ends.get(tp, -1))
 
+    def _lags(self, tp: tuple[str, int], position: int) -> bool:
+        """Whether a partition's end lies past what was fetched of it: it has records still to bring."""
+        return self._high(tp) > self._fetched.get(tp, position)
+
     def _forget(self, tp: tuple[str, int], resume: bool = True) -> None:
         """Drop a partition's buffered records (on the event loop, before any later fetch is decoded).
 
@@ -203,13 +207,12 @@ class ConsumerLoop:
 
     def _flow(self) -> None:
         """A bound per partition, as Kafka Streams has: a partition whose buffer holds its share of the
-        buffer bound (shared by the partitions that bring records: those with records buffered or known
-        to lag, not the idle ones) is paused, so the fetcher brings the partitions the merge waits for rather than more
+        buffer bound (shared by the partitions that bring records, buffered or still to fetch, not the
+        idle ones) is paused, so the fetcher brings the partitions the merge waits for rather than more
         of one that is far ahead, and it is resumed once it has drained to half of that. Without it, a
         backlog on one topic fills the buffers until the memory bound lifts the acceptance order, and a
         consumption could be folded before the receipt it needs."""
-        active = sum(1 for tp, position in self._positions.items()
-                     if self._merger.buffered(tp) or self._high(tp) > self._fetched.get(tp, position))
+        active = sum(1 for tp, position in self._positions.items() if self._merger.buffered(tp) or self._lags(tp, position))
         share = max(PARTITION_BOUND_MIN, min(self._max, BUFFER_TARGET // (2 * max(active, 1))))
         pause = [tp for tp in self._positions if tp not in self._paused and self._merger.buffered(tp) >= share]
         resume = [tp for tp in self._paused if self._merger.buffered(tp) <= share // 2]
@@ -404,7 +407,7 @@ class ConsumerLoop:
         starving = self._starving
         for tp, position in self._positions.items():
             fetched = self._fetched.get(tp, position)
-            if tp in self._paused or self._merger.buffered(tp) or self._high(tp) <= fetched:
+            if tp in self._paused or self._merger.buffered(tp) or not self._lags(tp, position):
                 starving.pop(tp, None)
                 continue
             since, seen = starving.get(tp, (now, fetched))

@@ -892,7 +892,8 @@ async def close_and_revise(conn: AsyncConnection, current: list[tuple[Request, k
     versions = await _versions_at_cutoffs(conn, [closed[i] for i in general], shifts)
     by_index = dict(zip(general, versions, strict=True))
     CLOSED_PERIODS.labels("as_computed").inc(len(as_computed))
-    CLOSED_PERIODS.labels("at_cutoff").inc(sum(1 for computed in versions for number, *_ in computed if number == 1))
+    CLOSED_PERIODS.labels("at_cutoff").inc(sum(1 for computed in versions for number, *_, new in computed
+                                               if number == 1 and new))  # not a closed period computed again
     for i, (known_at, caused_by) in as_computed.items():
         request = replace(closed[i], known_until=closed[i].period.end, cutoff=known_at)  # as the general path names it
         by_index[i] = [(1, request, closed_current[i][1], known_at, caused_by, True)]

@@ -244,8 +244,8 @@ async def test_an_hour_closed_before_a_fact_recorded_later_gets_that_fact_as_ver
     same tables."""
     from prometheus_client import REGISTRY
 
-    def closed_as_computed() -> float:
-        return REGISTRY.get_sample_value("mom_execution_closed_periods_total", {"how": "as_computed"}) or 0.0
+    def closed(how: str) -> float:
+        return REGISTRY.get_sample_value("mom_execution_closed_periods_total", {"how": how}) or 0.0
 
     start = start_at_end(prepared, scratch)
     run = uuid.uuid4().hex[:6]
@@ -260,12 +260,13 @@ async def test_an_hour_closed_before_a_fact_recorded_later_gets_that_fact_as_ver
     produce_all(prepared, [{"type": t, "event_id": f"{unit}-{i}", "occurred_at": when,
                             "recorded_at": now + timedelta(seconds=seconds), "equipment_id": unit, **body}
                            for i, (t, when, seconds, body) in enumerate(facts)])
-    as_computed = closed_as_computed()
+    as_computed, at_cutoff = closed("as_computed"), closed("at_cutoff")
     live = replace(scratch, batch_max_events=batch_max_events)
     await build_live(prepared, live)
     versions = query(prepared, live.db_schema, """SELECT period_start, version, known_at, pq FROM oee_versions
         WHERE equipment_id = %s AND period = 'hour' ORDER BY 1, 2""", unit)
     assert versions == [(at(6), 1, now + timedelta(seconds=5), 10), (at(6), 2, now + timedelta(seconds=10), 18),
                         (at(7), 1, now + timedelta(seconds=30), 7)]
-    assert closed_as_computed() - as_computed == 1  # hour 07
+    assert closed("as_computed") - as_computed == 1  # hour 07
+    assert closed("at_cutoff") - at_cutoff == 1  # hour 06
     await assert_a_replay_equals(prepared, scratch, build_execution, live.db_schema, start)
