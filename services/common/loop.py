@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -100,7 +101,10 @@ class _Batch:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+    """A lost or refused database connection: through SQLAlchemy, or raw from psycopg (COPY runs on the
+    driver's connection)."""
+    return (isinstance(exc, OperationalError | psycopg.OperationalError)
+            or (isinstance(exc, DBAPIError) and exc.connection_invalidated))
 
 
 class ConsumerLoop:
