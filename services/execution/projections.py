@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter
@@ -55,6 +55,17 @@ CLOSED_PERIODS = Counter("mom_execution_closed_periods_total",
 ELEMENTS = ("pot", "pdot", "pbt", "apt", "asut", "adet", "adot", "aupt", "aubt", "aoet", "apat", "apwt",
             "out_of_shift", "data_gap")
 US = timedelta(microseconds=1)
+# kpi.Elements in field order: the time elements, ideal_time, the quantities, covered_until. Built
+# positionally on the per-unit path of every batch (keywords and dataclasses.replace cost several times more).
+assert tuple(f.name for f in fields(kpi.Elements)) == (*ELEMENTS, "ideal_time", "pq", "gq", "sq", "rq",
+                                                       "unrated_quantity", "covered_until")
+
+
+def _elements_from_us(values: Sequence[int], covered_until: datetime | None) -> kpi.Elements:
+    """Elements from the stored columns (_COLUMNS: the time elements and ideal time in microseconds, then
+    the quantities)."""
+    n = len(ELEMENTS) + 1
+    return kpi.Elements(*[timedelta(0, 0, v) for v in values[:n]], *values[n:], covered_until)
 SETTLE_UNITS = 25  # units whose whole history one settle step computes
 WORK_UNIT = "work_unit"
 
@@ -460,7 +471,10 @@ async def recompute_periods(conn: AsyncConnection, batch: BatchState,
             touched[unit] = (span[0], span[1])
     if not touched:
         return []
-    clocks = await load_clocks(conn, sorted(touched))
+    # A unit whose clock the batch loaded (and locked) has it in batch.clocks, moved on by the fold as
+    # save_clocks stored it; only the others (touched by operator events, calendars, rebuilds) are read.
+    clocks = {u: batch.clocks[u] for u in touched if u in batch.clocks}
+    clocks.update(await load_clocks(conn, sorted(u for u in touched if u not in clocks)))
     units = [u for u in sorted(touched) if clocks.get(u) is not None]
     before = {u: (clocks_before or {}).get(u, clocks[u]) for u in units}
     # Only a unit whose clock starts now, or a fact from before its clock, can reach a period that ends
@@ -495,13 +509,15 @@ class _Prior:
     """A stored open period's time elements up to the unit's clock before this batch, and its counts
     (of every fact stored in it so far, as `count` takes them)."""
 
-    elements: dict[str, timedelta]
+    elements: list[timedelta]  # in the order of ELEMENTS
     counts: tuple[int, int, int, int, int, int]  # pq, gq, sq, rq, unrated, ideal_us
 
     def extended_by(self, later: kpi.Elements) -> kpi.Elements:
         """These time elements plus `later`'s (measured from where these stop); counts are `later`'s,
         which SQL took over the whole period."""
-        return replace(later, **{name: self.elements[name] + getattr(later, name) for name in ELEMENTS})
+        return kpi.Elements(*[mine + getattr(later, name) for mine, name in zip(self.elements, ELEMENTS, strict=True)],
+                            later.ideal_time, later.pq, later.gq, later.sq, later.rq, later.unrated_quantity,
+                            later.covered_until)
 
 
 async def _extend_where_possible(conn: AsyncConnection, requests: list[Request], before: dict[str, datetime | None],
@@ -528,10 +544,12 @@ async def _extend_where_possible(conn: AsyncConnection, requests: list[Request],
         "s": TimestamptzArray([requests[i].period.start for i in candidates]),
         "c": TimestamptzArray([before[requests[i].unit] for i in candidates])})).all()
     extended = list(requests)
-    for row in rows:
-        priors[row.i] = _Prior({name: timedelta(microseconds=getattr(row, f"{name}_us")) for name in ELEMENTS},
-                               (row.pq, row.gq, row.sq, row.rq, row.unrated, row.ideal_us))
-        extended[row.i] = replace(requests[row.i], since=before[requests[row.i].unit])
+    n = len(ELEMENTS) + 1
+    for row in rows:  # (i, the time elements in microseconds, pq, gq, sq, rq, unrated, ideal_us)
+        i = row[0]
+        priors[i] = _Prior([timedelta(0, 0, v) for v in row[1:n]], tuple(row[n:]))
+        request = requests[i]
+        extended[i] = Request(request.unit, request.period, request.known_until, request.cutoff, before[request.unit])
     return extended, priors
 
 
@@ -711,10 +729,8 @@ async def compute(conn: AsyncConnection, requests: list[Request], shifts: dict[s
         elements = kpi.compute(_time_window(request), request.known_until, states=unit_states, shifts=shifts.get(request.unit, ()),
                                lockouts=unit_lockouts, orders=windows[request.unit], attendance=attendance[request.unit])
         pq, gq, sq, rq, unrated, ideal_us = counts[i]
-        results.append((request, kpi.Elements(**{
-            **{f: getattr(elements, f) for f in (*ELEMENTS, "covered_until")},
-            "ideal_time": timedelta(microseconds=ideal_us), "pq": pq, "gq": gq, "sq": sq, "rq": rq,
-            "unrated_quantity": unrated})))
+        results.append((request, kpi.Elements(*[getattr(elements, name) for name in ELEMENTS], timedelta(0, 0, ideal_us),
+                                              pq, gq, sq, rq, unrated, elements.covered_until)))
     return results
 
 
@@ -761,28 +777,25 @@ async def roll_up_days(conn: AsyncConnection, days: list[Request]) -> list[tuple
         GROUP BY w.i ORDER BY w.i"""), {
         "i": Int4Array(range(len(days))), "u": TextArray([d.unit for d in days]),
         "lo": TimestamptzArray([d.period.start for d in days]), "hi": TimestamptzArray([d.period.end for d in days])})).all()
-    results = []
-    for request, row in zip(days, rows, strict=True):
-        results.append((request, kpi.Elements(
-            **{name: timedelta(microseconds=getattr(row, f"{name}_us")) for name in ELEMENTS},
-            ideal_time=timedelta(microseconds=row.ideal_us), pq=row.pq, gq=row.gq, sq=row.sq, rq=row.rq,
-            unrated_quantity=row.unrated, covered_until=row.covered_until or request.period.start)))
+    results = [(request, _elements_from_us(row[1:-1], row[-1] or request.period.start))  # (i, *_COLUMNS, covered_until)
+               for request, row in zip(days, rows, strict=True)]
     await save_periods(conn, results)
     return results
 
 
 def _row(request: Request, e: kpi.Elements) -> dict:
-    return {
-        "equipment_id": request.unit, "period": request.period.kind, "period_start": request.period.start,
-        "period_end": request.period.end, "label": request.period.label,
-        "shift_id": request.period.label if request.period.kind == "shift" else None,
-        **{f"{name}_us": getattr(e, name) // US for name in ELEMENTS},
-        "ideal_us": e.ideal_time // US, "pq": e.pq, "gq": e.gq, "sq": e.sq, "rq": e.rq, "unrated": e.unrated_quantity,
-        "covered_until": e.covered_until,
-    }
+    period = request.period
+    row = {"equipment_id": request.unit, "period": period.kind, "period_start": period.start, "period_end": period.end,
+           "label": period.label, "shift_id": period.label if period.kind == "shift" else None}
+    for name, column in _ELEMENT_COLUMNS:
+        row[column] = getattr(e, name) // US
+    row.update(ideal_us=e.ideal_time // US, pq=e.pq, gq=e.gq, sq=e.sq, rq=e.rq, unrated=e.unrated_quantity,
+               covered_until=e.covered_until)
+    return row
 
 
-_COLUMNS = [f"{n}_us" for n in ELEMENTS] + ["ideal_us", "pq", "gq", "sq", "rq", "unrated"]
+_ELEMENT_COLUMNS = tuple((name, f"{name}_us") for name in ELEMENTS)
+_COLUMNS = [column for _, column in _ELEMENT_COLUMNS] + ["ideal_us", "pq", "gq", "sq", "rq", "unrated"]
 _ARRAYS = {"text": TextArray, "timestamptz": TimestamptzArray, "integer": Int4Array, "bigint": Int8Array}
 
 
