@@ -306,7 +306,7 @@ async def claim_event_ids(conn: AsyncConnection, event_ids: Sequence[str]) -> se
     of the speculative insertion ON CONFLICT makes of every row (about 25 and 75 ms for 10,000 ids here).
     Two workers claiming one new id at once (an event re-published under another partition) cannot both
     win: the second's COPY waits for the first's transaction and then fails on the primary key, and the
-    loop commits that batch again in parts, whose look-up now finds the id."""
+    loop commits that batch again, whose look-up now finds the id."""
     if not event_ids:
         return set()
     rows = await conn.execute(text("SELECT event_id FROM processed_events WHERE event_id = ANY(:ids)"),

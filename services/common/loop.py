@@ -330,18 +330,13 @@ class ConsumerLoop:
             return 0
         self._start_prefetch()
         try:
-            await self._commit(batch)
+            await self._commit_whole_or_in_parts(batch)
         except StalePosition as exc:
             metrics.STALE_BATCHES.labels(self._name).inc()
             log.warning("batch refused: position moved", extra={"fields": {"error": str(exc)}})
             await self._drop_prefetch()
             await self._resync()
             return 0
-        except Exception as exc:
-            if _is_transient(exc):
-                raise
-            log.error("batch failed; retrying it in halves to find the events that fail", exc_info=True)
-            await self._commit_in_halves(batch)
         self._after_commit(batch, started)
         return sum(n - s for s, n in batch.spans.values())
 
@@ -544,6 +539,31 @@ class ConsumerLoop:
         batch.applied = events
         batch.outboxed = len(derived)
 
+    async def _commit_whole_or_in_parts(self, batch: _Batch) -> None:
+        """Commit the batch; if a handler raised, in parts (_commit_in_halves). A lost database and a moved
+        position are raised: the caller waits, or seeks to the stored positions.
+
+        One failure is not a handler's: an event id of the batch claimed by another worker at the same
+        moment (an event re-published under another partition) fails the claim on the primary key once
+        that worker commits (claim_event_ids). The batch is committed again whole; the claim's look-up
+        then finds the id, and it drops out as a duplicate."""
+        failure: Exception | None = None
+        for attempt in (1, 2):
+            try:
+                await self._commit(batch)
+                return
+            except Exception as exc:
+                if _is_transient(exc) or isinstance(exc, StalePosition):
+                    raise
+                failure = exc
+            if attempt == 1 and isinstance(failure, psycopg.errors.UniqueViolation):
+                log.warning("an event id of the batch was claimed by another worker at the same moment; committing "
+                            "the batch again", extra={"fields": {"error": str(failure)[:300]}})
+                continue
+            break
+        log.error("batch failed; retrying it in halves to find the events that fail", exc_info=failure)
+        await self._commit_in_halves(batch)
+
     async def _commit_in_halves(self, batch: _Batch) -> None:
         """A handler raised: commit the batch's events in halves, and the halves of a half that fails,
         down to the event that fails alone, which is kept as a dead letter. A few bad events in a large
@@ -582,8 +602,13 @@ class ConsumerLoop:
             done.outboxed += part.outboxed
             cursor.update(last)
 
-        if batch.items:
-            await commit(batch.items)
+        items = batch.items
+        if len(items) > 1:  # the whole batch failed already (_commit_whole_or_in_parts): start with its halves
+            middle = len(items) // 2
+            await commit(items[:middle])
+            await commit(items[middle:])
+        elif items:
+            await commit(items)
         tail = _Batch(spans={tp: [cursor[tp], span[1]] for tp, span in batch.spans.items() if cursor[tp] < span[1]})
         tail.dead = [d for d in batch.dead if cursor[(d["topic"], d["partition"])] <= d["offset"]]
         if tail.spans:

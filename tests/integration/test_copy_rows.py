@@ -100,7 +100,7 @@ async def test_ids_claimed_before_are_duplicates_and_only_the_new_ones_are_store
 
 async def test_an_id_claimed_by_another_transaction_at_the_same_time_fails_the_second_and_is_a_duplicate_after(prepared, schema):
     """The second claim waits for the first transaction; once that committed, it fails on the primary key
-    (the loop then commits the batch again in parts), and claimed again the id is a duplicate."""
+    (the loop then commits the batch again), and claimed again the id is a duplicate."""
     engine = make_engine(prepared.superuser_url, schema)
     try:
         async with engine.connect() as first, engine.connect() as second:

@@ -244,6 +244,50 @@ def test_a_refused_batch_drops_what_was_prefetched_and_resyncs():
     assert calls == [["a"], ["a", "b"]]  # "b" alone (the prefetch) was never applied
 
 
+def test_a_batch_whose_event_id_another_worker_claimed_at_the_same_moment_is_committed_again_whole():
+    import psycopg
+
+    attempts = []
+
+    async def commit(batch):
+        attempts.append([i.event.event_id for i in batch.items])
+        if len(attempts) == 1:  # the other worker's transaction committed the id first
+            raise psycopg.errors.UniqueViolation("duplicate key value violates unique constraint")
+
+    records = [FakeRecord(0, 0, state_bytes("PRESS-07-000123")), FakeRecord(0, 1, state_bytes("PRESS-07-000124"))]
+    loop, _ = make_running_loop({(TOPIC, 0): 0}, [records], commit)
+
+    async def scenario():
+        await loop.run_once()
+        await loop._drop_prefetch()
+
+    asyncio.run(scenario())
+    assert attempts == [["PRESS-07-000123", "PRESS-07-000124"]] * 2  # whole again, not in halves
+    assert loop._positions[(TOPIC, 0)] == 2
+
+
+def test_a_handler_that_keeps_failing_sends_the_batch_into_halves():
+    attempts = []
+
+    async def commit(batch):
+        ids = [i.event.event_id for i in batch.items]
+        attempts.append(ids)
+        if "WO-1042-bad" in ids:
+            raise ValueError("a handler's defect")
+
+    records = [FakeRecord(0, 0, state_bytes("WO-1042-ok")), FakeRecord(0, 1, state_bytes("WO-1042-bad"))]
+    loop, _ = make_running_loop({(TOPIC, 0): 0}, [records], commit)
+
+    async def scenario():
+        await loop.run_once()
+        await loop._drop_prefetch()
+
+    asyncio.run(scenario())
+    # the whole batch once, then its halves; the bad event alone is kept as a dead letter (a part without events)
+    assert attempts == [["WO-1042-ok", "WO-1042-bad"], ["WO-1042-ok"], ["WO-1042-bad"], []]
+    assert loop._positions[(TOPIC, 0)] == 2
+
+
 def test_the_relay_is_woken_only_by_commits_that_added_outbox_rows():
     woken = []
 
