@@ -8,6 +8,7 @@ write closed periods' versions. A handful of set-based statements per batch, wha
 from __future__ import annotations
 
 import json
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
@@ -719,11 +720,12 @@ async def compute(conn: AsyncConnection, requests: list[Request], shifts: dict[s
     to_count = [i for i in range(len(requests)) if i not in known.counts]
     counted = dict(zip(to_count, await count(conn, [requests[i] for i in to_count]), strict=True)) if to_count else {}
     counts = [known.counts[i] if i in known.counts else counted[i] for i in range(len(requests))]
+    timelines = {u: _Timeline(rows) for u, rows in states.items() if u in low}
     results = []
     for i, request in enumerate(requests):
         cutoff = request.cutoff
-        unit_states = [kpi.StateChange(at, state, reason) for at, state, reason, rec in states[request.unit]
-                       if cutoff is None or rec <= cutoff]
+        timeline = timelines.get(request.unit)
+        unit_states = timeline.window(_time_window(request).start, request.period.end, cutoff) if timeline else []
         unit_lockouts = [kpi.Lockout(start, end if (cutoff is None or rec <= cutoff) else None)
                          for start, end, rec in lockouts[request.unit]]
         elements = kpi.compute(_time_window(request), request.known_until, states=unit_states, shifts=shifts.get(request.unit, ()),
@@ -732,6 +734,36 @@ async def compute(conn: AsyncConnection, requests: list[Request], shifts: dict[s
         results.append((request, kpi.Elements(*[getattr(elements, name) for name in ELEMENTS], timedelta(0, 0, ideal_us),
                                               pq, gq, sq, rq, unrated, elements.covered_until)))
     return results
+
+
+class _Timeline:
+    """A unit's state changes as read (rows of occurred_at, state, reason, recorded_at), ordered by event
+    time with the order of equal instants kept, and the part of them one window needs: every change at
+    the last instant at or before its start (of those, the last one wins) and those inside it. kpi.compute
+    over that part gives what it gives over all of them. Each period of a long history (a replay's
+    settle reads a unit's whole history at once) then costs its own changes, not all of the unit's."""
+
+    __slots__ = ("_changes", "_at", "_recorded")
+
+    def __init__(self, rows: Sequence[tuple]) -> None:
+        ordered = sorted(rows, key=lambda row: row[0])  # stable: equal instants keep their order
+        self._changes = [kpi.StateChange(at, state, reason) for at, state, reason, _ in ordered]
+        self._at = [row[0] for row in ordered]
+        self._recorded = [row[3] for row in ordered]
+
+    def window(self, start: datetime, end: datetime, cutoff: datetime | None = None) -> list[kpi.StateChange]:
+        """The changes kpi.compute needs for [start, end), as known at `cutoff` (recorded by then) if given."""
+        at, recorded = self._at, self._recorded
+        inside = bisect_right(at, start)  # changes before this index lie at or before the start
+        stop = bisect_left(at, end, inside)
+        last = inside - 1
+        if cutoff is not None:
+            while last >= 0 and recorded[last] > cutoff:  # the latest change before the start known by then
+                last -= 1
+        first = bisect_left(at, at[last], 0, last + 1) if last >= 0 else 0
+        if cutoff is None:
+            return self._changes[first:stop]
+        return [c for c, rec in zip(self._changes[first:stop], recorded[first:stop], strict=True) if rec <= cutoff]
 
 
 async def count(conn: AsyncConnection, requests: list[Request]) -> list[tuple[int, int, int, int, int, int]]:
