@@ -188,10 +188,6 @@ class ConsumerLoop:
         _, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
         return max(high, self._ends.get(tp, -1))
 
-    def _backlog(self, tp: tuple[str, int]) -> int:
-        """Records of a partition known to exist beyond what was fetched (negative when its end is unknown)."""
-        return self._high(tp) - self._fetched.get(tp, self._positions.get(tp, 0))
-
     def _lags(self, tp: tuple[str, int], position: int) -> bool:
         """Whether a partition's end lies past what was fetched of it: it has records still to bring."""
         return self._high(tp) > self._fetched.get(tp, position)
@@ -286,16 +282,10 @@ class ConsumerLoop:
                 log.debug("prefetch failed", exc_info=True)
 
     async def _next_records(self) -> list:
-        """The prefetch's records, and what arrived after it returned (it waits at most the batch wait,
-        the commit often longer): a record that arrived while the batch committed goes into the next batch,
-        not the one after it. Without a prefetch, one consume()."""
         prefetch, self._prefetch = self._prefetch, None
-        if prefetch is None:
-            return await asyncio.to_thread(self._consumer.consume, self._max, self._wait)
-        records = await prefetch
-        if len(records) < self._max:
-            records.extend(await asyncio.to_thread(self._consumer.consume, self._max - len(records), 0))
-        return records
+        if prefetch is not None:
+            return await prefetch
+        return await asyncio.to_thread(self._consumer.consume, self._max, self._wait)
 
     async def run_once(self) -> int:
         """Consume and commit one batch; returns the number of records it covered.
@@ -469,17 +459,14 @@ class ConsumerLoop:
 
     def _should_fill(self, waiting_on: dict[tuple[str, int], bool]) -> bool:
         """While partitions lag, a batch ends as soon as one of their buffers runs dry; with a few records
-        in one of them the batch would be tiny. So fetch more first, for at most four batch waits, but
-        only for a partition whose backlog (its end less what was fetched) would fill its buffer: one
-        that lags by a few records, as every partition does at the tail under a steady feed, has nothing
-        worth waiting for. The batch ends where its records end and the next fetch brings the rest."""
+        in one of them the batch would be tiny. So fetch more first, for at most the batch wait."""
         lagging = [tp for tp, waiting in waiting_on.items() if waiting]
         total = len(self._merger)
         if not lagging or total >= 2 * self._max:
             self._filling_since = None
             return False
         enough = max(1, self._max // (2 * len(lagging)))
-        if not any((have := self._merger.buffered(tp)) < enough and self._backlog(tp) >= enough - have for tp in lagging):
+        if all(self._merger.buffered(tp) >= enough for tp in lagging):
             self._filling_since = None
             return False
         now = time.monotonic()

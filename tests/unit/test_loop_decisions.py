@@ -198,28 +198,6 @@ def test_the_next_batch_is_consumed_during_the_commit_and_its_span_starts_where_
     assert loop._positions[(TOPIC, 0)] == 3
 
 
-def test_records_that_arrive_after_the_prefetch_returned_go_into_the_next_batch_not_the_one_after():
-    """The prefetch waits at most the batch wait, the commit often longer: what came meanwhile is taken too."""
-    committed = []
-
-    async def commit(batch):
-        await asyncio.sleep(0.01)
-        committed.append({tp: list(span) for tp, span in batch.spans.items()})
-
-    first = [FakeRecord(0, 0, state_bytes("a"))]
-    prefetched = [FakeRecord(0, 1, state_bytes("b"))]
-    arrived_later = [FakeRecord(0, 2, state_bytes("c")), FakeRecord(0, 3, state_bytes("d"))]
-    loop, _ = make_running_loop({(TOPIC, 0): 0}, [first, prefetched, arrived_later], commit)
-
-    async def scenario():
-        await loop.run_once()
-        await loop.run_once()
-        await loop._drop_prefetch()
-
-    asyncio.run(scenario())
-    assert committed == [{(TOPIC, 0): [0, 1]}, {(TOPIC, 0): [1, 4]}]
-
-
 def test_a_refused_batch_drops_what_was_prefetched_and_resyncs():
     calls = []
 
@@ -356,23 +334,6 @@ def test_while_a_lagging_partition_has_few_records_the_loop_fetches_more_before_
     loop._decode([FakeRecord(0, i, state_bytes(f"e{i}")) for i in range(1, 30)])
     assert len(loop._take().items) == 30  # enough buffered: all of it goes, up to where the lane runs dry
 
-
-
-def test_a_partition_that_lags_by_a_few_records_is_not_waited_for_at_the_tail():
-    """Under a steady feed every partition lags by the records in flight: filling would only add delay,
-    so the batch takes what the order allows now."""
-    class InFlight(CaughtUp):
-        def get_watermark_offsets(self, tp, cached=True):
-            return (0, 11 if tp.partition == 0 else 3)  # a record or two past what was fetched
-
-    loop = make_loop({(TOPIC, 0): 0, (TOPIC, 1): 0})
-    loop._consumer = InFlight()
-    loop._max = 50
-    loop._wait = 10.0
-    loop._decode([FakeRecord(0, i, state_bytes(f"a{i}", AT + timedelta(seconds=i))) for i in range(10)])
-    batch = decode(loop, [FakeRecord(1, 0, state_bytes("b0", AT + timedelta(seconds=4.5)))])
-    # partition 1 lags by two records: the batch ends where its buffer runs dry, without waiting
-    assert [i.event.event_id for i in batch.items] == ["a0", "a1", "a2", "a3", "a4", "b0"]
 
 
 # -- transaction markers: a topic written in Kafka transactions ends in a record the loop never sees ----
