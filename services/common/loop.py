@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -52,6 +52,7 @@ PARTITION_BOUND_MIN = 500  # the least a partition buffers before it is paused
 BUFFER_BOUND = 200_000  # past this (a fetch larger than the pausing foresaw) nothing waits: memory before order
 STARVED_S = 60.0  # a partition known to lag that delivers nothing this long is sought again (see _watch_starving)
 STARVED_CHECK_S = 5.0
+ENDS_TIMEOUT_S = 5.0  # how long asking the broker for the quiet partitions' ends may take (see _ask_quiet_ends)
 
 
 class Projector(Protocol):
@@ -144,7 +145,8 @@ class ConsumerLoop:
         self._resync_pending = False  # a commit failed: seek to the stored positions before reading on
         self._prefetch: asyncio.Future | None = None  # consume() of the next batch, running while one commits
         self._makers: dict[str, Callable[[Any], Any] | None] = {}  # event type -> record-to-event, None if unused
-        self._ends: dict[tuple[str, int], int] = {}  # end offsets asked for at assignment
+        self._ends: dict[tuple[str, int], int] = {}  # end offsets asked for (at assignment, and see _ask_quiet_ends)
+        self._ends_unsure = False  # records came since the quiet partitions' ends were last asked for
         self._starving: dict[tuple[str, int], tuple[float, int]] = {}  # since when, fetched then (see _watch_starving)
         self._hint: list[TopicPartition] = []  # offsets committed to the database, for Kafka (see _send_hint)
         self._next_starving_check = 0.0
@@ -308,12 +310,15 @@ class ConsumerLoop:
         near_tail = len(records) < self._max
         if records:
             self._decode(records)
+            self._ends_unsure = True
         del records
         if near_tail:
             self._step_over_markers()
         self._watch_starving()
         if not len(self._merger) and not self._past_markers():
             return 0
+        if self._ends_unsure and len(self._merger):
+            await self._ask_quiet_ends()
         batch = self._take()
         self._flow()
         if not batch.spans:
@@ -389,6 +394,32 @@ class ConsumerLoop:
             tp = (p.topic, p.partition)
             if p.error is None and p.offset >= 0 and tp in self._positions and p.offset > fetched.get(tp, self._positions[tp]):
                 fetched[tp] = p.offset
+
+    async def _ask_quiet_ends(self) -> None:
+        """Ask the broker for the end of every partition that looks caught up (nothing buffered, its
+        known end reached) before taking records that came after that end was learnt.
+
+        A partition's end is otherwise known from fetch responses, and a fetch response can predate a
+        record that was accepted earlier than one it brings from another partition: the broker reads
+        the partitions of one fetch one after another while appends go on, and ingest writes a
+        request's plan and machine events in separate batches. The merge would then take the machine
+        event, believing the plan partition holds nothing earlier. An end asked for after the records
+        arrived covers every record written before they were, so the merge waits for what it shows.
+        One ListOffsets request for all of them (under read_committed, the last stable offset), while no
+        consume() runs; it fails only with the broker, and is then asked again before the next take."""
+        quiet = [tp for tp, position in self._positions.items() if not self._merger.buffered(tp) and not self._lags(tp, position)]
+        if quiet:
+            try:
+                answered = await asyncio.to_thread(self._consumer.offsets_for_times,
+                                                   [TopicPartition(t, p, OFFSET_END) for t, p in quiet], ENDS_TIMEOUT_S)
+            except KafkaException as exc:
+                log.warning("partition ends unknown: taking by the ends last fetched", extra={"fields": {"error": str(exc)}})
+                return
+            for p in answered:
+                tp = (p.topic, p.partition)
+                if p.error is None and p.offset >= 0 and tp in self._positions:
+                    self._ends[tp] = max(self._ends.get(tp, -1), p.offset)
+        self._ends_unsure = False
 
     def _watch_starving(self) -> None:
         """A partition whose end lies past what was fetched, that is not paused and has nothing buffered,

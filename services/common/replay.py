@@ -82,10 +82,7 @@ async def rebuild(settings: Settings, make_spec: Callable[[Settings, Catalogue],
                 raise TimeoutError(f"replay of {settings.service} did not finish in {timeout_s:.0f} s")
             await asyncio.sleep(0.25)
     finally:
-        worker.loop.stop()
-        await asyncio.gather(task, return_exceptions=True)
-        await asyncio.to_thread(worker.consumer.close)
-        await worker.engine.dispose()
+        await worker.close(task)
     progress(total, total)
     return time.monotonic() - started
 

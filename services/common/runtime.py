@@ -42,6 +42,18 @@ class Worker:
     relay: OutboxRelay
     consumer: Consumer
 
+    async def close(self, loop_task: asyncio.Task | None = None, relay_task: asyncio.Task | None = None) -> None:
+        """Stop the loop and then the relay, wait for the tasks running them, close the consumer (in a
+        thread: it leaves the group) and the database engine."""
+        self.loop.stop()
+        if loop_task is not None:
+            await asyncio.gather(loop_task, return_exceptions=True)
+        self.relay.stop()
+        if relay_task is not None:
+            await asyncio.gather(relay_task, return_exceptions=True)
+        await asyncio.to_thread(self.consumer.close)
+        await self.engine.dispose()
+
     async def healthz(self, _request: web.Request) -> web.Response:
         silent_for = time.time() - self.loop.last_progress
         if silent_for > LIVENESS_WINDOW_S:

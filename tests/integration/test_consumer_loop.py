@@ -78,12 +78,7 @@ async def run_until(worker, done: Callable[[], bool], timeout_s: float = 240.0) 
             assert time.monotonic() < deadline, "the worker did not catch up in time"
             await asyncio.sleep(0.2)
     finally:
-        worker.loop.stop()
-        await asyncio.gather(tasks[0], return_exceptions=True)
-        worker.relay.stop()
-        await asyncio.gather(tasks[1], return_exceptions=True)
-        await asyncio.to_thread(worker.consumer.close)
-        await worker.engine.dispose()
+        await worker.close(*tasks)
 
 
 def caught_up(prepared, settings) -> Callable[[], bool]:
@@ -292,8 +287,4 @@ async def test_a_worker_whose_commit_fails_while_postgresql_restarts_reads_on_fr
         counted = query(prepared, scratch.db_schema, "SELECT sum(good), count(*) FROM production WHERE equipment_id = %s", press)
         assert counted == [(3 * 60, 60)]
     finally:
-        worker.loop.stop()
-        worker.relay.stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.to_thread(worker.consumer.close)
-        await worker.engine.dispose()
+        await worker.close(*tasks)

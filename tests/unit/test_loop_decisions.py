@@ -157,6 +157,11 @@ class FakeConsumer:
     def get_watermark_offsets(self, _tp, cached=True):
         return (0, 0)  # nothing beyond what it hands out: no partition holds the others back
 
+    def offsets_for_times(self, partitions, _timeout):
+        for p in partitions:  # asked with OFFSET_END: each partition's end
+            p.offset = self.get_watermark_offsets(p, cached=False)[1]
+        return partitions
+
     def commit(self, **_kwargs):
         pass
 
@@ -300,6 +305,56 @@ def test_a_partition_known_to_lag_holds_the_others_back_however_long_its_records
     loop._decode([FakeRecord(1, 0, state_bytes("b", AT - timedelta(seconds=1)))])
     loop._wait = 0.0  # no more filling: take what the order allows
     assert [i.event.event_id for i in loop._take().items] == ["b"]  # earlier, so first; then partition 1 is dry
+
+
+def test_a_partition_that_looks_caught_up_is_asked_for_its_end_before_later_records_are_taken():
+    # The last fetch showed partition 1 at its end; the plan event accepted first was written to it
+    # after that fetch was read, the machine event accepted next came in the fetch after.
+    class StaleEnd(FakeConsumer):
+        def get_watermark_offsets(self, tp, cached=True):
+            return (0, 1 if tp.partition == 1 and not cached else 0)
+
+    committed = []
+
+    async def commit(batch):
+        committed.append([i.event.event_id for i in batch.items])
+
+    machine = [FakeRecord(0, 0, state_bytes("machine", AT + timedelta(microseconds=1)))]
+    plan = [FakeRecord(1, 0, state_bytes("plan", AT))]
+    loop, _ = make_running_loop({(TOPIC, 0): 0, (TOPIC, 1): 0}, [], commit)
+    loop._consumer = StaleEnd([machine, plan])
+
+    async def scenario():
+        assert await loop.run_once() == 0  # the end asked for shows partition 1 holds a record not fetched
+        assert committed == []
+        await loop.run_once()
+        await loop._drop_prefetch()
+
+    asyncio.run(scenario())
+    assert committed == [["plan", "machine"]]  # in acceptance order
+
+
+def test_the_ends_are_asked_for_once_per_fetch_that_brought_records():
+    class Counting(FakeConsumer):
+        asked = 0
+
+        def offsets_for_times(self, partitions, timeout):
+            Counting.asked += 1
+            return super().offsets_for_times(partitions, timeout)
+
+    async def commit(batch):
+        pass
+
+    loop, _ = make_running_loop({(TOPIC, 0): 0, (TOPIC, 1): 0}, [], commit)
+    loop._consumer = Counting([[FakeRecord(0, 0, state_bytes("a"))], [], [FakeRecord(0, 1, state_bytes("b"))]])
+
+    async def scenario():
+        for _ in range(3):
+            await loop.run_once()
+        await loop._drop_prefetch()
+
+    asyncio.run(scenario())
+    assert Counting.asked == 2 and loop._positions[(TOPIC, 0)] == 2
 
 
 def test_a_partition_whose_end_is_unknown_holds_the_others_back_until_the_idle_bound():
