@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
@@ -64,16 +64,39 @@ class Timed:
         return self.events / self.seconds
 
 
+PACE_TICK_S = 0.002  # a paced producer sleeps at least this long, then sends every message that fell due
+
+
+def encoded(ctx, events: Iterable[tuple[str, dict]], topic: str | None = None) -> Iterator[tuple[str, bytes, bytes]]:
+    """(topic, key, value) of each (event type, record): its catalogue topic (or `topic`), keyed as the
+    catalogue says, encoded by the stack's codec."""
+    for event_type, record in events:
+        yield (topic or ctx.catalogue.topic_for(event_type).name, ctx.catalogue.key_for(event_type, record).encode(),
+               ctx.codec.encode(event_type, record))
+
+
 def produce(ctx, events: Iterable[tuple[str, dict]], on_delivery=None, topic: str | None = None, **overrides) -> int:
     """Each (event type, record) to its catalogue topic (or to `topic`), keyed as the catalogue says; returns the count."""
+    return produce_messages(ctx, encoded(ctx, events, topic), on_delivery, **overrides)
+
+
+def produce_messages(ctx, messages: Iterable[tuple[str, bytes, bytes]], on_delivery=None, rate: float | None = None,
+                     **overrides) -> int:
+    """Each (topic, key, value); returns the count. With `rate`, message i is sent no earlier than i / rate
+    seconds after the first, the due ones together every PACE_TICK_S or so: a sleep per message would
+    cost the feeder, which shares the machine with the worker it measures, several times the CPU."""
     producer = mom_kafka.producer(ctx.kafka, **overrides)
+    began = time.perf_counter()
     count = 0
-    for event_type, record in events:
-        value = ctx.codec.encode(event_type, record)
-        key = ctx.catalogue.key_for(event_type, record).encode()
+    for topic, key, value in messages:
+        if rate is not None:
+            wait = began + count / rate - time.perf_counter()
+            if wait > 0:
+                producer.poll(0)
+                time.sleep(max(wait, PACE_TICK_S))
         while True:
             try:
-                producer.produce(topic or ctx.catalogue.topic_for(event_type).name, key=key, value=value, on_delivery=on_delivery)
+                producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
                 break
             except BufferError:  # the local queue is full: let deliveries drain it
                 producer.poll(0.05)
