@@ -296,3 +296,12 @@ def test_rendered_kafkatopics_equal_the_catalogue(everything) -> None:
         assert topics[name]["metadata"]["namespace"] == "kafka"
         assert topics[name]["metadata"]["labels"]["strimzi.io/cluster"] == "my-cluster"
         assert topics[name]["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_the_batch_cap_is_each_services_own_unless_the_values_set_one(helm: Path, tmp_path: Path) -> None:
+    (config,) = of_kind(render(helm), "ConfigMap").values()
+    assert "MOM_BATCH_MAX_EVENTS" not in config["data"]  # execution 20,000, the others 10,000 (settings.py)
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"config": {"batchMaxEvents": 5000}}))
+    (config,) = of_kind(render(helm, "-f", str(values)), "ConfigMap").values()
+    assert config["data"]["MOM_BATCH_MAX_EVENTS"] == "5000"
