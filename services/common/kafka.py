@@ -70,6 +70,15 @@ def consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
     return Consumer(config)
 
 
+def ends_reader(kafka: KafkaSettings, group_id: str) -> Consumer:
+    """A consumer that never subscribes, for a worker's loop to ask its partitions' ends (ListOffsets;
+    under read_committed, the last stable offset) on connections of its own. The broker answers one
+    connection's requests in order, so on the worker's consumer the question would wait behind the
+    long-polling fetch, up to fetch.wait.max.ms (500 ms), on every batch of a quiet stream."""
+    return Consumer({**_base(kafka), "group.id": group_id, "enable.auto.commit": False,
+                     "isolation.level": "read_committed"})
+
+
 def end_offsets(kafka: KafkaSettings, topics: Iterable[str], timeout_s: float = 30.0) -> dict[tuple[str, int], int]:
     """The high watermark of every partition of the topics: where a reader that has read all stands."""
     probe = Consumer({**_base(kafka), "group.id": "mom.watermark-probe", "enable.auto.commit": False})

@@ -52,7 +52,7 @@ PARTITION_BOUND_MIN = 500  # the least a partition buffers before it is paused
 BUFFER_BOUND = 200_000  # past this (a fetch larger than the pausing foresaw) nothing waits: memory before order
 STARVED_S = 60.0  # a partition known to lag that delivers nothing this long is sought again (see _watch_starving)
 STARVED_CHECK_S = 5.0
-ENDS_TIMEOUT_S = 5.0  # how long asking the broker for the quiet partitions' ends may take (see _ask_quiet_ends)
+ENDS_TIMEOUT_S = 5.0  # how long asking the broker for the partitions' ends may take (see _begin_round)
 
 
 class Projector(Protocol):
@@ -121,12 +121,14 @@ class ConsumerLoop:
         batch_max_wait_s: float = 0.05,
         batch_max_idle_s: float = 0.5,
         on_commit: Callable[[], None] = lambda: None,  # called after a commit that added outbox rows
+        ends_reader: Any = None,  # asks partitions' ends (see kafka.ends_reader); the consumer itself if None
     ) -> None:
         self._spec = spec
         self._catalogue = catalogue
         self._codec = codec
         self._engine = engine
         self._consumer = consumer
+        self._ends_reader = ends_reader
         self._max = batch_max_events
         self._wait = batch_max_wait_s
         self._on_commit = on_commit
@@ -136,7 +138,7 @@ class ConsumerLoop:
         self.assigned = asyncio.Event()  # set once the group gave this worker its share (possibly none)
         self.last_progress = time.time()
         self._name = spec.name
-        self._merger: Merger[_Entry] = Merger(lambda entry: entry.recorded_at)
+        self._merger: Merger[_Entry] = Merger(lambda entry: entry.recorded_at, lambda entry: entry.offset)
         self._fetched: dict[tuple[str, int], int] = {}  # next offset to buffer, per partition
         self._empty_since: dict[tuple[str, int], float] = {}
         self._max_idle = batch_max_idle_s
@@ -145,8 +147,8 @@ class ConsumerLoop:
         self._resync_pending = False  # a commit failed: seek to the stored positions before reading on
         self._prefetch: asyncio.Future | None = None  # consume() of the next batch, running while one commits
         self._makers: dict[str, Callable[[Any], Any] | None] = {}  # event type -> record-to-event, None if unused
-        self._ends: dict[tuple[str, int], int] = {}  # end offsets asked for (at assignment, and see _ask_quiet_ends)
-        self._ends_unsure = False  # records came since the quiet partitions' ends were last asked for
+        self._ends: dict[tuple[str, int], int] = {}  # end offsets asked for (at assignment, and see _begin_round)
+        self._round: dict[tuple[str, int], int] | None = None  # the offsets records existed below (see _begin_round)
         self._starving: dict[tuple[str, int], tuple[float, int]] = {}  # since when, fetched then (see _watch_starving)
         self._hint: list[TopicPartition] = []  # offsets committed to the database, for Kafka (see _send_hint)
         self._next_starving_check = 0.0
@@ -202,6 +204,7 @@ class ConsumerLoop:
         to read the stored positions; a consumer call on the event loop would wait for the handle, and
         neither would ever go on. on_assign resumes the partitions it assigns itself."""
         self._merger.drop(tp)
+        self._round = None  # its bounds were asked for another assignment, or other buffers
         self._fetched.pop(tp, None)
         self._empty_since.pop(tp, None)
         self._starving.pop(tp, None)
@@ -310,15 +313,16 @@ class ConsumerLoop:
         near_tail = len(records) < self._max
         if records:
             self._decode(records)
-            self._ends_unsure = True
         del records
         if near_tail:
             self._step_over_markers()
         self._watch_starving()
         if not len(self._merger) and not self._past_markers():
             return 0
-        if self._ends_unsure and len(self._merger):
-            await self._ask_quiet_ends()
+        if self._round is not None and self._round_taken():
+            self._round = None
+        if self._round is None and len(self._merger):
+            await self._begin_round()
         batch = self._take()
         self._flow()
         if not batch.spans:
@@ -395,31 +399,41 @@ class ConsumerLoop:
             if p.error is None and p.offset >= 0 and tp in self._positions and p.offset > fetched.get(tp, self._positions[tp]):
                 fetched[tp] = p.offset
 
-    async def _ask_quiet_ends(self) -> None:
-        """Ask the broker for the end of every partition that looks caught up (nothing buffered, its
-        known end reached) before taking records that came after that end was learnt.
+    async def _begin_round(self) -> None:
+        """Ask the broker for the end of every assigned partition, and take from now on only the records
+        that existed then, until all of them are taken (a round).
 
         A partition's end is otherwise known from fetch responses, and a fetch response can predate a
         record that was accepted earlier than one it brings from another partition: the broker reads
         the partitions of one fetch one after another while appends go on, and ingest writes a
         request's plan and machine events in separate batches. The merge would then take the machine
-        event, believing the plan partition holds nothing earlier. An end asked for after the records
-        arrived covers every record written before they were, so the merge waits for what it shows.
-        One ListOffsets request for all of them (under read_committed, the last stable offset), while no
-        consume() runs; it fails only with the broker, and is then asked again before the next take."""
-        quiet = [tp for tp, position in self._positions.items() if not self._merger.buffered(tp) and not self._lags(tp, position)]
-        if quiet:
-            try:
-                answered = await asyncio.to_thread(self._consumer.offsets_for_times,
-                                                   [TopicPartition(t, p, OFFSET_END) for t, p in quiet], ENDS_TIMEOUT_S)
-            except KafkaException as exc:
-                log.warning("partition ends unknown: taking by the ends last fetched", extra={"fields": {"error": str(exc)}})
-                return
-            for p in answered:
-                tp = (p.topic, p.partition)
-                if p.error is None and p.offset >= 0 and tp in self._positions:
-                    self._ends[tp] = max(self._ends.get(tp, -1), p.offset)
-        self._ends_unsure = False
+        event, believing the plan partition holds nothing earlier. Ends asked for after the records
+        arrived cover every record written before them, so the merge waits for those (`_waiting_on`).
+        Records written after the question are left for the next round: were they waited for too, a
+        steady flow on other partitions would hold back what is buffered, round after round.
+        One ListOffsets request (under read_committed, the last stable offset), from a client of its
+        own (kafka.ends_reader). Should the broker not answer, the loop takes by the ends it last fetched, and asks again
+        before the next batch."""
+        partitions = list(self._positions)
+        try:
+            answered = await asyncio.to_thread((self._ends_reader or self._consumer).offsets_for_times,
+                                               [TopicPartition(t, p, OFFSET_END) for t, p in partitions], ENDS_TIMEOUT_S)
+        except KafkaException as exc:
+            log.warning("partition ends unknown: taking by the ends last fetched", extra={"fields": {"error": str(exc)}})
+            return
+        bounds = {tp: max(self._fetched.get(tp, self._positions[tp]), self._high(tp)) for tp in partitions}
+        for p in answered:
+            tp = (p.topic, p.partition)
+            if p.error is None and p.offset >= 0 and tp in bounds:
+                bounds[tp] = max(bounds[tp], p.offset)
+                self._ends[tp] = max(self._ends.get(tp, -1), p.offset)
+        self._round = bounds
+
+    def _round_taken(self) -> bool:
+        """Whether every record below the round's bounds was fetched and taken."""
+        assert self._round is not None
+        return all(self._fetched.get(tp, position) >= self._round.get(tp, -1) and not self._merger.holds_below(tp, self._round[tp])
+                   for tp, position in self._positions.items() if tp in self._round)
 
     def _watch_starving(self) -> None:
         """A partition whose end lies past what was fetched, that is not paused and has nothing buffered,
@@ -473,8 +487,10 @@ class ConsumerLoop:
         buffer bound nothing waits (memory before order)."""
         now = time.monotonic()
         waiting = {}
-        if len(self._merger) > max(4 * self._max, BUFFER_BOUND):
+        if self._over_memory_bound():
             return waiting
+        if self._round is not None:  # within a round: the records that existed when it began
+            return {tp: self._fetched.get(tp, position) < self._round.get(tp, -1) for tp, position in self._positions.items()}
         for tp, position in self._positions.items():
             high = self._high(tp)
             if high >= 0:
@@ -487,6 +503,9 @@ class ConsumerLoop:
                 since = self._empty_since.setdefault(tp, now)
                 waiting[tp] = now - since < self._max_idle
         return waiting
+
+    def _over_memory_bound(self) -> bool:
+        return len(self._merger) > max(4 * self._max, BUFFER_BOUND)
 
     def _should_fill(self, waiting_on: dict[tuple[str, int], bool]) -> bool:
         """While partitions lag, a batch ends as soon as one of their buffers runs dry; with a few records
@@ -514,7 +533,8 @@ class ConsumerLoop:
         waiting_on = self._waiting_on()
         if self._should_fill(waiting_on):
             return batch  # let the buffers of lagging partitions fill up first: a batch stops where one runs dry
-        for tp, taken in self._merger.take(self._max, waiting_on):
+        bounds = None if self._round is None or self._over_memory_bound() else self._round
+        for tp, taken in self._merger.take(self._max, waiting_on, bounds):
             span = batch.spans.get(tp)
             if span is None:
                 batch.spans[tp] = [self._positions[tp], taken.offset + 1]

@@ -24,8 +24,9 @@ class Merger(Generic[Item]):
     """Per-partition buffers, and the rule for what may be taken now. Pure: the caller says which
     partitions are lagging (may hold unfetched events) and how long each has been empty."""
 
-    def __init__(self, recorded_at: Callable[[Item], datetime | None]) -> None:
+    def __init__(self, recorded_at: Callable[[Item], datetime | None], offset: Callable[[Item], int] = lambda _: 0) -> None:
         self._recorded_at = recorded_at
+        self._offset = offset
         self._lanes: dict[Lane, deque[Item]] = {}
 
     def add(self, lane: Lane, item: Item) -> None:
@@ -38,31 +39,42 @@ class Merger(Generic[Item]):
     def buffered(self, lane: Lane) -> int:
         return len(self._lanes.get(lane, ()))
 
+    def holds_below(self, lane: Lane, bound: int) -> bool:
+        """Whether a partition's buffer holds an item whose offset lies below `bound`."""
+        queue = self._lanes.get(lane)
+        return bool(queue) and self._offset(queue[0]) < bound  # type: ignore[index]
+
     def __len__(self) -> int:
         return sum(len(q) for q in self._lanes.values())
 
-    def take(self, limit: int, waiting_on: Mapping[Lane, bool]) -> list[tuple[Lane, Item]]:
+    def take(self, limit: int, waiting_on: Mapping[Lane, bool],
+             bounds: Mapping[Lane, int] | None = None) -> list[tuple[Lane, Item]]:
         """Up to `limit` items in acceptance order, each partition's own order kept.
 
         `waiting_on[lane]` is True for a partition that may hold an earlier event not fetched yet (it
         is known to lag behind its end, or its end is unknown and its idle bound has not passed). Taking stops as soon as such a
         partition's buffer is empty: its next event could come before anything still buffered.
+        With `bounds`, only items below their partition's bound are taken (a partition without one
+        gives none): the items that existed when the bounds were asked for.
         Items without a recorded_at (undecodable) go first in their partition's turn.
         """
-        blocked = [lane for lane, waiting in waiting_on.items() if waiting and not self._lanes.get(lane)]
+        def ready(lane: Lane, queue: deque[Item]) -> bool:
+            return bool(queue) and (bounds is None or self._offset(queue[0]) < bounds.get(lane, 0))
+
+        blocked = [lane for lane, waiting in waiting_on.items() if waiting and not ready(lane, self._lanes.get(lane, deque()))]
         if blocked:
             return []
         heap: list[tuple[float, int, Lane]] = []
         order = {lane: i for i, lane in enumerate(sorted(self._lanes, key=repr))}
         for lane, queue in self._lanes.items():
-            if queue:
+            if ready(lane, queue):
                 heapq.heappush(heap, (self._key(queue[0]), order[lane], lane))
         taken: list[tuple[Lane, Item]] = []
         while heap and len(taken) < limit:
             _, rank, lane = heapq.heappop(heap)
             queue = self._lanes[lane]
             taken.append((lane, queue.popleft()))
-            if queue:
+            if ready(lane, queue):
                 heapq.heappush(heap, (self._key(queue[0]), rank, lane))
             elif waiting_on.get(lane):
                 break  # this partition's next event is unknown: nothing later may go before it

@@ -41,6 +41,7 @@ class Worker:
     loop: ConsumerLoop
     relay: OutboxRelay
     consumer: Consumer
+    ends_reader: Consumer  # the loop's question for partition ends (kafka.ends_reader)
 
     async def close(self, loop_task: asyncio.Task | None = None, relay_task: asyncio.Task | None = None) -> None:
         """Stop the loop and then the relay, wait for the tasks running them, close the consumer (in a
@@ -52,6 +53,7 @@ class Worker:
         if relay_task is not None:
             await asyncio.gather(relay_task, return_exceptions=True)
         await asyncio.to_thread(self.consumer.close)
+        await asyncio.to_thread(self.ends_reader.close)
         await self.engine.dispose()
 
     async def healthz(self, _request: web.Request) -> web.Response:
@@ -86,13 +88,14 @@ def build_worker(settings: Settings, make_spec: Callable[[Catalogue], ServiceSpe
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": max(settings.session_timeout_ms // 4, 500),
     })
+    ends = kafka.ends_reader(settings.kafka, settings.group_id)
     loop = ConsumerLoop(
         spec, catalogue, codec, engine, consumer,
         batch_max_events=settings.batch_max_events, batch_max_wait_s=settings.batch_max_wait_s,
         batch_max_idle_s=settings.batch_max_idle_s,
-        on_commit=relay.wake,
+        on_commit=relay.wake, ends_reader=ends,
     )
-    return Worker(settings, spec, engine, loop, relay, consumer)
+    return Worker(settings, spec, engine, loop, relay, consumer, ends)
 
 
 GC_THRESHOLDS = (20_000, 10, 10)  # collections of the youngest generation every 20,000 allocations, not 700
@@ -153,6 +156,7 @@ async def serve(worker: Worker) -> None:
     await asyncio.gather(relay_task, return_exceptions=True)
     stopper.cancel()
     await asyncio.to_thread(worker.consumer.close)
+    await asyncio.to_thread(worker.ends_reader.close)
     await runner.cleanup()
     await worker.engine.dispose()
     log.info("stopped")

@@ -334,6 +334,42 @@ def test_a_partition_that_looks_caught_up_is_asked_for_its_end_before_later_reco
     assert committed == [["plan", "machine"]]  # in acceptance order
 
 
+def test_records_written_after_the_ends_were_asked_for_do_not_hold_back_those_written_before():
+    # Records keep coming on other partitions: each time the ends are asked for, one partition holds a
+    # record not fetched yet. The round waits only for those that existed when it began.
+    class Flowing(FakeConsumer):
+        def offsets_for_times(self, partitions, _timeout):
+            written = dict(self.next)
+            for r in self.batches[0] if self.batches else []:  # the next fetch's records are on the log already
+                written[(r.topic(), r.partition())] = r.offset() + 1
+            for p in partitions:
+                p.offset = written.get((p.topic, p.partition), 0)
+            return partitions
+
+    committed = []
+
+    async def commit(batch):
+        committed.append([i.event.event_id for i in batch.items])
+
+    t = [AT + timedelta(seconds=s) for s in range(4)]
+    loop, _ = make_running_loop({(TOPIC, p): 0 for p in range(3)}, [], commit)
+    loop._wait = 0.0  # no waiting for buffers to fill: take what the order allows
+    loop._consumer = Flowing([[FakeRecord(0, 0, state_bytes("machine", t[1]))],
+                              [FakeRecord(1, 0, state_bytes("plan", t[0]))],
+                              [FakeRecord(2, 0, state_bytes("later-2", t[2]))],
+                              [FakeRecord(1, 1, state_bytes("later-1", t[3]))]])
+
+    async def scenario():
+        for _ in range(4):
+            await loop.run_once()
+        await loop._drop_prefetch()
+
+    asyncio.run(scenario())
+    # the first round held "machine" until "plan", written before it was, had come; then both went
+    assert committed[0] == ["plan", "machine"]
+    assert [e for batch in committed for e in batch] == ["plan", "machine", "later-2", "later-1"]
+
+
 def test_the_ends_are_asked_for_once_per_fetch_that_brought_records():
     class Counting(FakeConsumer):
         asked = 0
