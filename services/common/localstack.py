@@ -745,13 +745,20 @@ def _stop_postgres(config: StackConfig) -> None:
 # Kafka
 
 
+def random_cluster_id() -> str:
+    """A KRaft cluster id (a UUID in URL-safe base64) that does not start with a dash, which the
+    storage tool would read as an option (1 in 64 would)."""
+    cid = "-"
+    while cid.startswith("-"):
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    return cid
+
+
 def _kafka_cluster_id(config: StackConfig) -> str:
     path = config.kafka_dir / "cluster-id"
     if path.exists():
         return path.read_text().strip()
-    cid = "-"
-    while cid.startswith("-"):  # the storage tool would read a leading dash as an option
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cid = random_cluster_id()
     path.write_text(cid + "\n")
     return cid
 

@@ -12,7 +12,6 @@ Ports: MOM_SCRAM_KAFKA_PORT (29192) and MOM_SCRAM_CONTROLLER_PORT (29193).
 """
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import re
@@ -106,7 +105,7 @@ def scram_broker(stack: localstack.StackConfig) -> Iterator[ScramBroker]:
     java = localstack._java()
     jvm = [f"-Dlog4j2.configurationFile={localstack.DEPLOY_DIR / 'kafka' / 'log4j2.yaml'}",
            f"-Dkafka.logs.dir={klogs}", "-Djava.awt.headless=true", f"-Dmom.state={config.state_dir}"]
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = localstack.random_cluster_id()
     formatted = subprocess.run(
         [java, "-Xmx256m", *jvm, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
          "-t", cluster_id, "-c", str(props),
