@@ -121,7 +121,8 @@ class ConsumerLoop:
         batch_max_wait_s: float = 0.05,
         batch_max_idle_s: float = 0.5,
         on_commit: Callable[[], None] = lambda: None,  # called after a commit that added outbox rows
-        ends_reader: Any = None,  # asks partitions' ends (see kafka.ends_reader); the consumer itself if None
+        ends_reader: Any = None,  # asks partitions' ends: a worker passes kafka.ends_reader (on the consumer itself, the
+        # question would wait behind its fetch); None, the consumer, serves fakes that answer at once
     ) -> None:
         self._spec = spec
         self._catalogue = catalogue

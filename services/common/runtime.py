@@ -44,8 +44,8 @@ class Worker:
     ends_reader: Consumer  # the loop's question for partition ends (kafka.ends_reader)
 
     async def close(self, loop_task: asyncio.Task | None = None, relay_task: asyncio.Task | None = None) -> None:
-        """Stop the loop and then the relay, wait for the tasks running them, close the consumer (in a
-        thread: it leaves the group) and the database engine."""
+        """Stop the loop and then the relay, wait for the tasks running them, close the Kafka clients (in
+        threads: the consumer leaves the group) and the database engine."""
         self.loop.stop()
         if loop_task is not None:
             await asyncio.gather(loop_task, return_exceptions=True)
@@ -151,14 +151,9 @@ async def serve(worker: Worker) -> None:
     for task in done:
         if task is not stopper and task.exception() is not None:
             log.error("task failed", exc_info=task.exception())
-    await asyncio.gather(loop_task, return_exceptions=True)
-    worker.relay.stop()
-    await asyncio.gather(relay_task, return_exceptions=True)
     stopper.cancel()
-    await asyncio.to_thread(worker.consumer.close)
-    await asyncio.to_thread(worker.ends_reader.close)
+    await worker.close(loop_task, relay_task)
     await runner.cleanup()
-    await worker.engine.dispose()
     log.info("stopped")
     failed = [t for t in (loop_task, relay_task) if t.done() and not t.cancelled() and t.exception()]
     if failed:
