@@ -50,8 +50,7 @@ class DowntimeEnded(Event):
 
 
 
-# Production orders and operations (services/execution/orders.py). Appended here; the lead adds them
-# to CONSUMED and EMITTED when the order core is wired.
+# Production orders and operations: products, orders and their operations (services/execution/orders.py).
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
