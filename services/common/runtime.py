@@ -98,7 +98,7 @@ def build_worker(settings: Settings, make_spec: Callable[[Catalogue], ServiceSpe
     return Worker(settings, spec, engine, loop, relay, consumer, ends)
 
 
-GC_THRESHOLDS = (20_000, 10, 10)  # collections of the youngest generation every 20,000 allocations, not 700
+GC_THRESHOLDS = (100_000, 10, 10)  # the youngest generation collected at 100,000 more live objects, not 700
 
 
 def settle_heap() -> None:
@@ -107,8 +107,10 @@ def settle_heap() -> None:
     collector's sight, and a higher first threshold makes collections rarer. A worker allocates a few
     objects per event and keeps few cycles; with the defaults the collector took about a fifth of
     execution's CPU in the bench, most of it full collections walking the start-up objects again and
-    again. For process entry points only: in a process that builds many workers (the tests), frozen
-    objects that later die in a cycle would never be freed."""
+    again. The first threshold lies above what a batch keeps alive (tens of thousands of events with a
+    few objects each): below it, each collection walked a batch still in use (docs/architecture.md).
+    For process entry points only: in a process that builds many workers (the tests), frozen objects
+    that later die in a cycle would never be freed."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
