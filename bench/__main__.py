@@ -88,6 +88,16 @@ def add_ratios(results: dict) -> None:
             r["ratio_to_naive"] = round(rate / naive, 2)
 
 
+def _counts(raw: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r}: must be comma-separated integers") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r}: must list counts of at least 1")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--only", action="append", default=[], help=f"scenario(s) to run, comma-separated: {', '.join(SCENARIOS)} (default: all but raw_consume_decode and loop_overhead)")
@@ -96,11 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="repetitions of raw_consume, raw_consume_decode and ingest (median reported)")
     parser.add_argument("--replay-events", type=int, default=100_000,
                         help="events at the end of each service's stream replayed into an empty schema (default 100,000)")
+    parser.add_argument("--replay-workers", default="1,2", type=_counts,
+                        help="each replay is run once per count of worker processes given (default 1,2: one, and one per core here)")
     parser.add_argument("--naive-events", type=int, default=2_000, help="events the naive faust agent processes per service")
     parser.add_argument("--latency-fraction", type=float, default=0.5,
                         help="each service's latency run is fed this fraction of the throughput measured just before (default 0.5)")
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="how long each fixed-rate run feeds its worker")
     parser.add_argument("--latency-rate", type=int, default=10_000, help="events/s fed to execution in execution_latency (the issue's target point)")
+    parser.add_argument("--latency-workers", default="1,2", type=_counts,
+                        help="execution_latency is run once per count of workers given, in one consumer group (default 1,2)")
     parser.add_argument("--ingest-requests", type=int, default=350, help="POSTs per ingest repetition (3 x 350 x 1,000 > 1,000,000 events through one process)")
     parser.add_argument("--ingest-size", type=int, default=1000)
     parser.add_argument("--ingest-connections", type=int, default=4)
@@ -146,9 +160,10 @@ def main(argv: list[str] | None = None) -> int:
                 elif name == "loop_overhead":
                     out = {name: scenarios.loop_overhead(ctx)}
                 elif name == "execution_latency":
-                    out = {name: scenarios.execution_latency(ctx, args.latency_rate, args.latency_seconds)}
+                    out = scenarios.execution_latency(ctx, args.latency_rate, args.latency_seconds, args.latency_workers)
                 elif name in SERVICES:
                     out = scenarios.service(ctx, scenarios.workloads()[name], args.events, replay_events=args.replay_events,
+                                            replay_workers=args.replay_workers,
                                             naive_events=args.naive_events, **latency)
                 elif name == "ingest":
                     out = scenarios.ingest(ctx, args.ingest_requests, args.ingest_size, args.ingest_connections, args.repeat,

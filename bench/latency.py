@@ -63,15 +63,16 @@ def wait_ready(port: int, alive, timeout_s: float = 120.0) -> None:
     raise RuntimeError("the worker did not become ready")
 
 
-def batch_figures(port: int) -> dict:
-    """Batches the worker committed, their mean size and mean time from arrival to commit, from its /metrics
-    (what makes latency at a modest rate: a fixed cost per batch shows as few, long, small batches)."""
+def batch_figures(ports: Sequence[int]) -> dict:
+    """Batches the workers committed, their mean size and mean time from arrival to commit, from their
+    /metrics (what makes latency at a modest rate: a fixed cost per batch shows as few, long, small batches)."""
     sums: dict[str, float] = {}
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            name = line.split("{", 1)[0].split(" ", 1)[0]
-            if name in ("mom_batch_size_events_sum", "mom_batch_size_events_count", "mom_batch_duration_seconds_sum"):
-                sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                name = line.split("{", 1)[0].split(" ", 1)[0]
+                if name in ("mom_batch_size_events_sum", "mom_batch_size_events_count", "mom_batch_duration_seconds_sum"):
+                    sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
     batches = sums.get("mom_batch_size_events_count", 0.0)
     if not batches:
         return {}
@@ -80,8 +81,10 @@ def batch_figures(port: int) -> dict:
 
 
 def fixed_rate(ctx, service: str, events: Iterable[tuple[str, dict]], rate: float, seconds: float, *,
-               env: Mapping[str, str] | None = None, poll_ms: float = 10.0, name: str | None = None) -> dict:
-    """Feed `rate` events/s of the stream for `seconds` to a caught-up worker of `service`; latency percentiles."""
+               env: Mapping[str, str] | None = None, poll_ms: float = 10.0, name: str | None = None,
+               workers: int = 1) -> dict:
+    """Feed `rate` events/s of the stream for `seconds` to `workers` caught-up workers of `service` (one
+    consumer group); latency percentiles."""
     total = int(rate * seconds)
     arrivals: dict[tuple[str, int, int], float] = {}
     failures: list[str] = []
@@ -98,9 +101,10 @@ def fixed_rate(ctx, service: str, events: Iterable[tuple[str, dict]], rate: floa
     # and encoding on the fly with a sleep per message cost it about three times the CPU (7.3 against 2.5 s
     # for 100,000 events at 10,000/s).
     messages = list(encoded(ctx, itertools.islice(events, total)))
-    with ScratchWorker(ctx, service, env=env, name=name or f"{service}-latency") as worker:
+    with ScratchWorker(ctx, service, env=env, name=name or f"{service}-latency", workers=workers) as worker:
         worker.start()
-        wait_ready(ctx.config.port_of(service), worker.alive)
+        for port in worker.ports:  # each ready only once assigned: the group has formed when all are
+            wait_ready(port, worker.alive)
 
         def poll_positions() -> None:
             sql = f'SELECT topic, partition, next_offset FROM "{worker.schema}".positions'
@@ -128,7 +132,7 @@ def fixed_rate(ctx, service: str, events: Iterable[tuple[str, dict]], rate: floa
                     raise RuntimeError("the worker did not catch up within 600 s after the last event")
                 time.sleep(0.05)
             try:
-                batches = batch_figures(ctx.config.port_of(service))
+                batches = batch_figures(worker.ports)
             except OSError:
                 batches = {}
         finally:
@@ -143,7 +147,8 @@ def fixed_rate(ctx, service: str, events: Iterable[tuple[str, dict]], rate: floa
     return {
         "events": len(arrivals), "seconds": round(produce_s, 3), "events_per_s": round(len(arrivals) / produce_s, 1),
         "rate_fed": rate, "latency_ms": lat, "poll_ms": poll_ms, "log": str(worker.log_path), "worker_batches": batches,
-        "notes": (f"python -m services.{service} (one worker, caught up) fed {rate:,.0f} events/s for {seconds:g} s; "
+        "workers": workers,
+        "notes": (f"python -m services.{service} ({'one worker' if workers == 1 else f'{workers} workers, one group'}, caught up) fed {rate:,.0f} events/s for {seconds:g} s; "
                   f"Kafka record timestamp to committed position (polled every {poll_ms:g} ms); "
                   f"p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms; "
                   f"worker batches (its /metrics): {batches or 'not read'}"),

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from confluent_kafka import KafkaError
 from confluent_kafka.admin import NewTopic
@@ -166,7 +166,7 @@ def workloads() -> dict[str, Workload]:
 
 
 def service(ctx: Context, workload: Workload, n: int, *, replay_events: int, latency_fraction: float,
-            latency_seconds: float, naive_events: int) -> dict[str, dict]:
+            latency_seconds: float, naive_events: int, replay_workers: Sequence[int] = (1,)) -> dict[str, dict]:
     """One service: throughput and memory over n events (execution: the dataset), replay of the tail, latency
     at a fraction of the throughput just measured, and the naive baseline; one result each."""
     name = workload.service
@@ -181,7 +181,7 @@ def service(ctx: Context, workload: Workload, n: int, *, replay_events: int, lat
         ctx.log(f"{name}: producing {n:,} events, then one worker over them")
     try:
         timed = timed_worker(ctx, name, events, workload.query, env=workload.env, start=start,
-                             replay_events=replay_events)
+                             replay_events=replay_events, replay_workers=replay_workers)
     except Exception as exc:  # noqa: BLE001 - a failed scenario is a result too
         return {name: {**_failed(exc, name), "kind": "throughput", "service": name}}
     ok, check = workload.check(timed.found, expected)
@@ -198,11 +198,12 @@ def service(ctx: Context, workload: Workload, n: int, *, replay_events: int, lat
         f"end {rss.get('end')} MB ({'flat' if rss.get('flat') else 'GROWING'}); {check}"
         + (f"; worker CPU {timed.cpu_s} s, {extra['events_per_cpu_s']:,.0f} events per CPU second" if timed.cpu_s else "")),
         kind="throughput", service=name, projection_ok=ok, rss_mb=rss, wall_from_process_start_s=timed.wall_s, **extra)
-    if timed.replay:
-        r = timed.replay
-        out[f"{name}.replay"] = {**r, "kind": "replay", "service": name, "notes": (
+    for workers, r in timed.replays.items():
+        key = f"{name}.replay" if workers == 1 else f"{name}.replay_{workers}w"
+        processes = "one process" if workers == 1 else f"{workers} worker processes in one consumer group (`--workers {workers}`)"
+        out[key] = {**r, "kind": "replay", "service": name, "workers": workers, "notes": (
             f"services.common.replay.rebuild (what `mom replay {name}` runs) of the last {r.get('segment_events', r['events']):,} "
-            f"events of that stream into an empty schema, one process, timed from the first committed position to the "
+            f"events of that stream into an empty schema, {processes}, timed from the first committed position to the "
             f"last; the whole rebuild with group join took {r['rebuild_seconds']} s")}
     rate = max(100, round(timed.events_per_s * latency_fraction, -2))
     try:
@@ -220,12 +221,22 @@ def service(ctx: Context, workload: Workload, n: int, *, replay_events: int, lat
     return out
 
 
-def execution_latency(ctx: Context, rate: int, seconds: float) -> dict:
-    """The issue's target point: execution fed 10,000 events/s, whatever it sustains."""
-    result = fixed_rate(ctx, "execution", EXECUTION.events("lat", int(rate * seconds), {}), rate, seconds)
-    p99 = result["latency_ms"]["p99"]
-    result["notes"] += f"; target p99 <= 500 ms at 10,000 events/s: {'met' if p99 <= 500 and rate >= 10_000 else 'NOT met'}"
-    return {**result, "kind": "latency", "service": "execution"}
+def execution_latency(ctx: Context, rate: int, seconds: float, workers: Sequence[int] = (1,)) -> dict[str, dict]:
+    """The issue's target point: execution fed 10,000 events/s, whatever it sustains, once per count of
+    workers (one consumer group sharing the partitions)."""
+    out = {}
+    for n in workers:
+        key = "execution_latency" if n == 1 else f"execution_latency_{n}w"
+        try:
+            result = fixed_rate(ctx, "execution", EXECUTION.events(f"lat{n}", int(rate * seconds), {}), rate, seconds,
+                                workers=n, name=f"execution-latency-{n}w")
+        except Exception as exc:  # noqa: BLE001 - a failed scenario is a result too
+            out[key] = {**_failed(exc, key), "kind": "latency", "service": "execution", "workers": n}
+            continue
+        p99 = result["latency_ms"]["p99"]
+        result["notes"] += f"; target p99 <= 500 ms at 10,000 events/s: {'met' if p99 <= 500 and rate >= 10_000 else 'NOT met'}"
+        out[key] = {**result, "kind": "latency", "service": "execution"}
+    return out
 
 
 # the naive baseline ---------------------------------------------------------------------------------

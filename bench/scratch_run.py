@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -56,7 +57,7 @@ class Timed:
     found: tuple      # the row the query returned
     rss_mb: dict      # start, at first commit, at 20 %, peak, end, flat
     wall_s: float     # from process start to the last commit
-    replay: dict | None = None
+    replays: dict[int, dict] = field(default_factory=dict)  # worker processes -> the replay's result
     cpu_s: float | None = None  # the worker's CPU seconds over `seconds`
 
     @property
@@ -151,6 +152,13 @@ def rss_summary(samples: Sequence[tuple[float, float]], at_first_commit: float |
             "samples": len(values)}
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (the system's choice)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def stop_process(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -174,7 +182,7 @@ class ScratchWorker:
     start; `w.start()` runs the worker on it. On exit the worker is stopped and the schema dropped."""
 
     def __init__(self, ctx, service: str, *, start: Offsets | None = None, env: Mapping[str, str] | None = None,
-                 argv: Sequence[str] | None = None, name: str | None = None, setup_sql: str = "") -> None:
+                 argv: Sequence[str] | None = None, name: str | None = None, setup_sql: str = "", workers: int = 1) -> None:
         self.ctx, self.service, self.name = ctx, service, name or service
         self.run = uuid.uuid4().hex[:8]
         self.schema = f"{service}_bench_{self.run}"
@@ -185,7 +193,10 @@ class ScratchWorker:
                     "MOM_LOG_LEVEL": "WARNING", **(env or {})}
         self._start_override = start or {}
         self._setup_sql = setup_sql
-        self.proc: subprocess.Popen | None = None
+        self.workers = workers
+        self.ports = [int(self.env["MOM_HTTP_PORT"])] + [free_port() for _ in range(1, workers)]
+        self.proc: subprocess.Popen | None = None  # the first worker's
+        self.procs: list[subprocess.Popen] = []
         self.log_path: Path | None = None
         self.dropped: list[str] = [self.schema]
 
@@ -201,7 +212,15 @@ class ScratchWorker:
         return self
 
     def start(self) -> subprocess.Popen:
-        self.proc, self.log_path = spawn(self.ctx, self.argv, self.env, self.name)
+        """Start the worker(s): with `workers` above 1, that many processes of one consumer group, each
+        with its own HTTP port (`ports`). Returns the first."""
+        for i, port in enumerate(self.ports):
+            name = self.name if i == 0 else f"{self.name}-{i + 1}"
+            proc, log_path = spawn(self.ctx, self.argv, {**self.env, "MOM_HTTP_PORT": str(port)}, name)
+            self.procs.append(proc)
+            if i == 0:
+                self.proc, self.log_path = proc, log_path
+        assert self.proc is not None
         return self.proc
 
     def done(self, conn: psycopg.Connection) -> int:
@@ -210,12 +229,13 @@ class ScratchWorker:
         return int(total) - sum(self.start_offsets.values())
 
     def alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"the {self.name} worker exited with {self.proc.returncode}; see {self.log_path}")
+        for proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"a {self.name} worker exited with {proc.returncode}; see {self.ctx.config.logs_dir}")
 
     def __exit__(self, *_exc) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
+        for proc in self.procs:
+            stop_process(proc)
         with psycopg.connect(self.admin, autocommit=True) as conn:
             for schema in self.dropped:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -274,11 +294,12 @@ def watch(proc: subprocess.Popen, progress: Callable[[], int], target: int, aliv
 
 def timed_worker(ctx, service: str, events: Iterable[tuple[str, dict]] | None, query: str, *,
                  env: Mapping[str, str] | None = None, start: Offsets | None = None, argv: Sequence[str] | None = None,
-                 name: str | None = None, setup_sql: str = "", replay_events: int = 0,
+                 name: str | None = None, setup_sql: str = "", replay_events: int = 0, replay_workers: Sequence[int] = (1,),
                  timeout_s: float = 1800.0) -> Timed:
     """Run the stream (or, with `events=None`, what already lies between `start` and the end) through one
     worker of `service`; `query` (with `{schema}`) reads the result. With `replay_events`, that many events
-    at the end of the segment are then replayed into an empty schema (see `replay`)."""
+    at the end of the segment are then replayed into an empty schema (see `replay`), once per entry of
+    `replay_workers` (the worker processes of that replay)."""
     with ScratchWorker(ctx, service, start=start, env=env, argv=argv, name=name, setup_sql=setup_sql) as worker:
         if events is not None:
             produce(ctx, events)
@@ -289,23 +310,23 @@ def timed_worker(ctx, service: str, events: Iterable[tuple[str, dict]] | None, q
             watched = watch(proc, lambda: worker.done(conn), target, worker.alive, timeout_s, service)
             found = tuple(conn.execute(query.format(schema=worker.schema)).fetchone())
         stop_process(proc)
-        replayed = None
-        if replay_events:
-            target_schema = f"{worker.schema}_replay"
+        replayed: dict[int, dict] = {}
+        for workers in replay_workers if replay_events else ():
+            target_schema = f"{worker.schema}_replay{workers}"
             worker.dropped.append(target_schema)
-            replayed = replay(ctx, service, target_schema, tail_start(worker.start_offsets, end, replay_events),
-                              {**worker.env, "MOM_GROUP_ID": f"bench-{worker.name}-{worker.run}"})
+            replayed[workers] = replay(ctx, service, target_schema, tail_start(worker.start_offsets, end, replay_events),
+                                       {**worker.env, "MOM_GROUP_ID": f"bench-{worker.name}-{worker.run}"}, workers)
     return Timed(events=target - watched.first_n, seconds=watched.seconds, found=found, rss_mb=watched.rss_mb,
-                 wall_s=watched.wall_s, replay=replayed, cpu_s=watched.cpu_s)
+                 wall_s=watched.wall_s, replays=replayed, cpu_s=watched.cpu_s)
 
 
-def replay(ctx, service: str, schema: str, start: Offsets, env: Mapping[str, str]) -> dict:
-    """`python -m bench.replay_worker`: rebuild `schema` from `start` to the current end offsets, timed from
-    the first committed position to the last."""
+def replay(ctx, service: str, schema: str, start: Offsets, env: Mapping[str, str], workers: int = 1) -> dict:
+    """`python -m bench.replay_worker`: rebuild `schema` from `start` to the current end offsets by `workers`
+    worker processes, timed from the first committed position to the last."""
     start_file = ctx.config.state_dir / f"bench-replay-{schema}.json"
     start_file.write_text(json.dumps([[t, p, o] for (t, p), o in start.items()]))
     try:
-        answer = subprocess.run([sys.executable, "-m", "bench.replay_worker", service, schema, str(start_file)],
+        answer = subprocess.run([sys.executable, "-m", "bench.replay_worker", service, schema, str(start_file), str(workers)],
                                 env=dict(env), cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
     finally:
         start_file.unlink(missing_ok=True)

@@ -125,8 +125,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"\rreplaying {args.service}: {done}/{total} events", end="", file=sys.stderr, flush=True)
 
     settle_heap()  # a replay runs as a worker does
-    seconds = asyncio.run(rebuild(settings, make_spec, admin, target, progress=progress))
-    print(f"\n{args.service} rebuilt into schema {target} in {seconds:.1f} s", file=sys.stderr)
+    rebuilt = asyncio.run(rebuild(settings, make_spec, admin, target, progress=progress, workers=args.workers))
+    shares = f" by {args.workers} workers (events each: {', '.join(f'{n:,}' for n in rebuilt.folded)})" if args.workers > 1 else ""
+    print(f"\n{args.service} rebuilt into schema {target}{shares} in {rebuilt.seconds:.1f} s", file=sys.stderr)
     if args.no_compare:
         return 0
     differences = compare(admin, settings.db_schema, target)
@@ -181,6 +182,16 @@ def cmd_token_hash(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r}: must be an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r}: must be at least 1")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="mom", description="Run and operate the MOM backend.")
     sub = root.add_subparsers(dest="command", required=True)
@@ -211,6 +222,8 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("service")
     replay.add_argument("--into", help="target schema (default: <schema>_replay); dropped and rebuilt")
     replay.add_argument("--no-compare", action="store_true", help="rebuild only")
+    replay.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                        help="worker processes sharing the input partitions (default 1; more than the partitions idle)")
     replay.set_defaults(func=cmd_replay)
 
     report = sub.add_parser("report", help="OEE, downtime Pareto, order progress and WIP from the analyst views")

@@ -149,6 +149,7 @@ class ConsumerLoop:
         self._prefetch: asyncio.Future | None = None  # consume() of the next batch, running while one commits
         self._makers: dict[str, Callable[[Any], Any] | None] = {}  # event type -> record-to-event, None if unused
         self._ends: dict[tuple[str, int], int] = {}  # end offsets asked for (at assignment, and see _begin_round)
+        self._fixed: list[tuple[str, int]] | None = None  # see read_only
         self._round: dict[tuple[str, int], int] | None = None  # the offsets records existed below (see _begin_round)
         self._starving: dict[tuple[str, int], tuple[float, int]] = {}  # since when, fetched then (see _watch_starving)
         self._hint: list[TopicPartition] = []  # offsets committed to the database, for Kafka (see _send_hint)
@@ -178,6 +179,26 @@ class ConsumerLoop:
             consumer.resume(partitions)
         self._loop.call_soon_threadsafe(self.assigned.set)
         log.info("assigned", extra={"fields": {"partitions": {f"{t}[{n}]": o for (t, n), o in stored.items()}}})
+
+    def read_only(self, partitions: Sequence[tuple[str, int]]) -> None:
+        """Before run(): read these partitions, assigned by hand, rather than the group's share of the
+        input topics. A replay's workers split the partitions among themselves this way, so none waits
+        for the group to form and none ever moves."""
+        self._fixed = list(partitions)
+
+    async def _assign_fixed(self, partitions: list[tuple[str, int]]) -> None:
+        """What _on_assign does for the group's assignment, for partitions assigned by hand."""
+        stored = await self._load(partitions)
+        self._positions.update(stored)
+        for tp in partitions:
+            try:
+                self._ends[tp] = (await asyncio.to_thread(self._consumer.get_watermark_offsets, TopicPartition(*tp),
+                                                          ENDS_TIMEOUT_S, False))[1]
+            except KafkaException:  # then the end is learnt from the first fetch
+                log.debug("end offset unknown", exc_info=True)
+        await asyncio.to_thread(self._consumer.assign, [TopicPartition(t, p, stored[(t, p)]) for t, p in partitions])
+        self.assigned.set()
+        log.info("assigned by hand", extra={"fields": {"partitions": {f"{t}[{n}]": o for (t, n), o in stored.items()}}})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for p in partitions:
@@ -247,7 +268,10 @@ class ConsumerLoop:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._consumer.subscribe(list(self._spec.input_topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        if self._fixed is None:
+            self._consumer.subscribe(list(self._spec.input_topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        else:
+            await self._assign_fixed(self._fixed)
         backoff = 0.5
         try:
             while not self._stopping.is_set():
@@ -654,15 +678,16 @@ class ConsumerLoop:
             await self._commit(tail)
         batch.applied, batch.duplicates, batch.outboxed = done.applied, done.duplicates, done.outboxed
 
-    async def settle(self) -> int:
-        """Let a projector that deferred work while replaying (`defer()`, then `settle(conn)`) finish it, in
-        one transaction with the outbox rows it derives; returns how many events it derived. Call it
-        with the loop stopped."""
+    async def settle(self, share: tuple[int, int] = (0, 1)) -> int:
+        """Let a projector that deferred work while replaying (`defer()`, then `settle(conn, share)`) finish
+        it, in one transaction with the outbox rows it derives; returns how many events it derived. Call
+        it with the loop stopped, and with every worker of the replay stopped. `share` (i, n): this
+        worker's part when n workers settle at once."""
         settle = getattr(self._spec.projector, "settle", None)
         if settle is None:
             return 0
         async with self._engine.begin() as conn:
-            derived = await settle(conn)
+            derived = await settle(conn, share)
             if derived:
                 await add_outbox(conn, [self._outbox_row(event) for event in derived])
         return len(derived)

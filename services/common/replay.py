@@ -3,26 +3,46 @@
 The rebuild runs the service's own loop with a fresh consumer group into `<service>_replay` (created
 by the same migrations, thanks to search_path), up to the end offsets its input topics had when the
 replay began. Derived events are not published again: they are on their topic already.
+
+The rebuild's workers read partitions assigned by hand (`ConsumerLoop.read_only`), split as Kafka's
+range assignor splits a group's: with `workers` above 1, further worker processes take the other
+ranges, so a partition's records, and those of the same partition number of every input topic, meet
+in one worker as they do among a service's live workers. Work a projector defers to the end of a
+replay (see `ConsumerLoop.settle`) starts once every worker has folded its part; each worker then
+settles its share of it (execution: every n-th unit).
 """
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import psycopg
 
+from services.common import logging as mom_logging
+from services.common import metrics
 from services.common.catalogue import Catalogue
 from services.common.db import checked_schema
 from services.common.kafka import end_offsets
 from services.common.loop import ServiceSpec
 from services.common.migrations import upgrade
-from services.common.runtime import build_worker
+from services.common.runtime import Worker, build_worker, settle_heap
 from services.common.settings import Settings
 
 NOT_COMPARED = frozenset({"alembic_version", "outbox"})  # bookkeeping: the relay empties the live outbox
+HELPER_STOP_S = 60.0  # how long a helper may take to stop folding once every position reached its target
+POLL_S = 0.25
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    seconds: float
+    folded: tuple[int, ...]  # events each worker process applied: this one first, then each helper
+    settle_seconds: float    # of `seconds`, the work deferred to the end (settle), after every helper stopped
 
 
 @dataclass(frozen=True)
@@ -46,11 +66,150 @@ def _positions(admin_url: str, schema: str) -> dict[tuple[str, int], int]:
     return {(t, p): o for t, p, o in rows}
 
 
+def _done(admin_url: str, schema: str, targets: dict[tuple[str, int], int]) -> tuple[bool, int]:
+    """Whether every input partition's position reached its target, and how many events lie below them."""
+    done = _positions(admin_url, schema)
+    return (all(done.get(tp, 0) >= end for tp, end in targets.items()),
+            sum(min(done.get(tp, 0), end) for tp, end in targets.items()))
+
+
+def _applied(service: str) -> int:
+    """Events this process's loops of `service` applied so far (the worker metric, summed over types)."""
+    return int(sum(sample.value for family in metrics.EVENTS_PROCESSED.collect() for sample in family.samples
+                   if sample.name.endswith("_total") and sample.labels.get("service") == service))
+
+
+def _deferring(worker: Worker) -> Worker:
+    defer = getattr(worker.spec.projector, "defer", None)
+    if defer is not None:
+        defer()  # work a live worker does per batch, done once at the end (see settle)
+    return worker
+
+
+async def _run_to_targets(worker: Worker, admin_url: str, schema: str, targets: dict[tuple[str, int], int],
+                          deadline: float, on_poll: Callable[[int], None]) -> None:
+    """Run the worker's loop until every target is reached (by it or by another worker of its group); the
+    loop has stopped when this returns or raises."""
+    task = asyncio.create_task(worker.loop.run())
+    try:
+        while True:
+            finished, done = _done(admin_url, schema, targets)
+            if finished:
+                worker.loop.stop()
+                await task
+                return
+            on_poll(done)
+            if task.done():
+                task.result()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replay of {worker.settings.service} did not finish in time")
+            await asyncio.sleep(POLL_S)
+    finally:
+        worker.loop.stop()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class _Signals:
+    """What a helper process and the first process tell each other (multiprocessing primitives)."""
+
+    folded: Any   # set by the helper: every target reached, its loop stopped, its facts committed
+    settle: Any   # set by the first process, shared by all helpers: every worker folded, settle your share
+    applied: Any  # written by the helper at the end: the events its loop applied
+
+
+def _helper(settings: Settings, make_spec: Callable[[Settings, Catalogue], ServiceSpec], admin_url: str, schema: str,
+            targets: dict[tuple[str, int], int], timeout_s: float, partitions: list[tuple[str, int]],
+            share: tuple[int, int], signals: _Signals) -> None:
+    """A further worker of a parallel rebuild, in its own process: fold its partitions into `schema`
+    until every target is reached; once every worker has, settle its `share` of the deferred work; then
+    tell how many events it applied."""
+    mom_logging.configure(f"{settings.service}-replay", "WARNING")
+    worker = _deferring(build_worker(settings, lambda catalogue: make_spec(settings, catalogue)))
+    worker.loop.read_only(partitions)
+    settle_heap()
+
+    async def run() -> None:
+        try:
+            await _run_to_targets(worker, admin_url, schema, targets, time.monotonic() + timeout_s, lambda _done: None)
+            signals.folded.set()
+            if not await asyncio.to_thread(signals.settle.wait, timeout_s):
+                raise TimeoutError("the first process never gave the signal to settle")
+            await worker.loop.settle(share)
+        finally:
+            await worker.close()
+
+    asyncio.run(run())
+    signals.applied.value = _applied(worker.spec.name)
+
+
+class _Helpers:
+    """The further worker processes of a parallel rebuild, as seen from the first one."""
+
+    def __init__(self, ranges: list[list[tuple[str, int]]], service: str, args: tuple) -> None:
+        spawn = multiprocessing.get_context("spawn")  # not fork: this process already holds librdkafka's threads
+        settle = spawn.Event()
+        workers = len(ranges)
+        self.signals = [_Signals(spawn.Event(), settle, spawn.Value("q", -1)) for _ in range(1, workers)]
+        self.settle = settle
+        self.processes = [spawn.Process(target=_helper, name=f"{service}-replay-{i}", daemon=True,
+                                        args=(*args, ranges[i], (i, workers), signals))
+                          for i, signals in enumerate(self.signals, start=1)]
+
+    def check(self) -> None:
+        for process in self.processes:
+            if process.exitcode not in (None, 0):
+                raise RuntimeError(f"replay helper {process.name} exited with {process.exitcode}")
+
+    async def wait_for(self, what: str, timeout_s: float) -> None:
+        """Until every helper set its `what` signal (watching that none died meanwhile)."""
+        deadline = time.monotonic() + timeout_s
+        while not all(getattr(signals, what).is_set() for signals in self.signals):
+            self.check()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replay helpers not {what} within {timeout_s:.0f} s")
+            await asyncio.sleep(0.02)
+
+    async def join(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        for process in self.processes:
+            await asyncio.to_thread(process.join, max(0.0, deadline - time.monotonic()))
+            if process.exitcode is None:
+                raise TimeoutError(f"replay helper {process.name} did not finish within {timeout_s:.0f} s")
+        self.check()
+
+    def applied(self) -> tuple[int, ...]:
+        return tuple(signals.applied.value for signals in self.signals)
+
+    def terminate(self) -> None:
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+
+
+def ranges(partitions: list[tuple[str, int]], workers: int) -> list[list[tuple[str, int]]]:
+    """Each worker's partitions, as Kafka's range assignor gives them to a group of `workers` members:
+    per topic, consecutive partitions, the first members one more when they do not divide evenly."""
+    shares: list[list[tuple[str, int]]] = [[] for _ in range(workers)]
+    for topic in sorted({t for t, _ in partitions}):
+        numbers = sorted(p for t, p in partitions if t == topic)
+        each, extra = divmod(len(numbers), workers)
+        first = 0
+        for k in range(workers):
+            count = each + (1 if k < extra else 0)
+            shares[k].extend((topic, n) for n in numbers[first:first + count])
+            first += count
+    return shares
+
+
 async def rebuild(settings: Settings, make_spec: Callable[[Settings, Catalogue], ServiceSpec], admin_url: str,
                   schema: str, *, timeout_s: float = 3600.0, progress: Callable[[int, int], None] = lambda d, t: None,
-                  start: dict[tuple[str, int], int] | None = None) -> float:
+                  start: dict[tuple[str, int], int] | None = None, workers: int = 1) -> Rebuilt:
     """Replay every input topic from offset 0 (or from `start`, per partition) into `schema` (dropped
-    first); returns the seconds it took."""
+    first), with `workers` worker processes in one consumer group (`make_spec` must then be importable:
+    helpers are started, not forked)."""
+    if workers < 1:
+        raise ValueError(f"workers={workers}: must be at least 1")
     schema = checked_schema(schema)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -59,32 +218,34 @@ async def rebuild(settings: Settings, make_spec: Callable[[Settings, Catalogue],
         seed_positions(admin_url, schema, start)
     replay_settings = replace(settings, database_url=admin_url, db_schema=schema,
                               group_id=f"{settings.group_id}.replay.{uuid.uuid4().hex[:8]}")
-    worker = build_worker(replay_settings, lambda catalogue: make_spec(replay_settings, catalogue))
-    defer = getattr(worker.spec.projector, "defer", None)
-    if defer is not None:
-        defer()  # work a live worker does per batch, done once at the end (see settle)
+    worker = _deferring(build_worker(replay_settings, lambda catalogue: make_spec(replay_settings, catalogue)))
     targets = end_offsets(replay_settings.kafka, worker.spec.input_topics)
     total = sum(targets.values())
     started = time.monotonic()
-    task = asyncio.create_task(worker.loop.run())
+    split = ranges(sorted(targets), workers)
+    worker.loop.read_only(split[0])
+    helpers = _Helpers(split, settings.service, (replay_settings, make_spec, admin_url, schema, targets, timeout_s))
+    applied_before = _applied(worker.spec.name)
+
+    def on_poll(done: int) -> None:
+        helpers.check()
+        progress(done, total)
+
     try:
-        while True:
-            done = _positions(admin_url, schema)
-            if all(done.get(tp, 0) >= end for tp, end in targets.items()):
-                worker.loop.stop()
-                await task
-                await worker.loop.settle()
-                break
-            progress(sum(min(done.get(tp, 0), end) for tp, end in targets.items()), total)
-            if task.done():
-                task.result()
-            if time.monotonic() - started > timeout_s:
-                raise TimeoutError(f"replay of {settings.service} did not finish in {timeout_s:.0f} s")
-            await asyncio.sleep(0.25)
+        for process in helpers.processes:
+            process.start()
+        await _run_to_targets(worker, admin_url, schema, targets, started + timeout_s, on_poll)
+        await helpers.wait_for("folded", HELPER_STOP_S)
+        settling = time.monotonic()
+        helpers.settle.set()
+        await worker.loop.settle((0, workers))
+        await helpers.join(max(timeout_s - (time.monotonic() - started), HELPER_STOP_S))
+        settled = time.monotonic() - settling
     finally:
-        await worker.close(task)
+        helpers.terminate()
+        await worker.close()
     progress(total, total)
-    return time.monotonic() - started
+    return Rebuilt(time.monotonic() - started, (_applied(worker.spec.name) - applied_before, *helpers.applied()), settled)
 
 
 def compare(admin_url: str, live: str, rebuilt: str) -> list[TableDifference]:

@@ -83,15 +83,18 @@ class ExecutionProjector:
         batch by batch, without reading each open hour's states once per batch."""
         self.deferring = True
 
-    async def settle(self, conn: AsyncConnection) -> list[Event]:
+    async def settle(self, conn: AsyncConnection, share: tuple[int, int] = (0, 1)) -> list[Event]:
         """Every period of every unit with a clock, from its first machine fact to its clock, in groups of
-        units (bounded memory); the derived PeriodClosed, PeriodRevised and RuntimeAccumulated."""
+        units (bounded memory); the derived PeriodClosed, PeriodRevised and RuntimeAccumulated. With
+        `share` (i, n), only every n-th unit from the i-th in name order: a unit's periods depend on its
+        own facts and the shared calendars and hierarchy alone, so n workers can settle at once."""
         if not self.deferring:
             return []
         self.deferring = False
         clocks = {r.equipment_id: r.known_until
                   for r in await conn.execute(text("SELECT equipment_id, known_until FROM unit_clock ORDER BY 1"))}
-        units = sorted(clocks)
+        index, workers = share
+        units = sorted(clocks)[index::workers]
         origins = await load_origins(conn, units)
         derived: list[Event] = []
         for i in range(0, len(units), SETTLE_UNITS):

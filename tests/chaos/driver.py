@@ -546,7 +546,7 @@ class Chaos:
             mine = set(self.input_topics(service))
             start = {tp: o for tp, o in self.starts.items() if tp[0] in mine}
             settings = replace(self.settings(service), group_id=f"chaos.{self.run}.{service}")
-            seconds = asyncio.run(rebuild(settings, build, admin, rebuilt, start=start, timeout_s=600))
+            seconds = asyncio.run(rebuild(settings, build, admin, rebuilt, start=start, timeout_s=600)).seconds
             differences = [asdict(d) for d in compare(admin, live, rebuilt) if d.only_live or d.only_replay]
             with psycopg.connect(admin, autocommit=True) as conn:
                 replay_ids = [r[0] for r in conn.execute(f'SELECT event_id FROM "{rebuilt}".outbox').fetchall()]
