@@ -30,17 +30,25 @@ def checked_schema(name: str) -> str:
 
 
 def make_engine(database_url: str, schema: str, *, pool_size: int = 4) -> AsyncEngine:
-    """The service's engine: sessions in its schema, and in the time zone `UTC` by that name. psycopg gives
-    timestamptz values the session's zone: `datetime.UTC` for `UTC`, a ZoneInfo for any other name (a
-    server's default is often `Etc/UTC`). Events decode with `datetime.UTC`, and comparing or hashing two
-    aware datetimes whose tzinfo objects differ asks both for their offsets: ten times the cost of the
-    same-object case, on every comparison of a stored clock with an event time."""
+    """The service's engine: sessions in its schema, in the time zone `UTC` by that name, and without JIT.
+
+    psycopg gives timestamptz values the session's zone: `datetime.UTC` for `UTC`, a ZoneInfo for any
+    other name (a server's default is often `Etc/UTC`). Events decode with `datetime.UTC`, and comparing
+    or hashing two aware datetimes whose tzinfo objects differ asks both for their offsets: ten times the
+    cost of the same-object case, on every comparison of a stored clock with an event time.
+
+    PostgreSQL compiles a statement whose estimated cost passes `jit_above_cost` (100,000 by default)
+    before it runs it. The planner cannot see into `unnest` of an array parameter, so the batch
+    statements (a row per event, per unit or per period, joined laterally) are often estimated far
+    above that, and compiling took about half a second a statement here, for statements that then ran
+    in milliseconds (docs/performance.md). Services' sessions therefore run without JIT; analysts'
+    sessions keep the server's setting."""
     return create_async_engine(
         sqlalchemy_url(database_url),
         pool_size=pool_size,
         max_overflow=2,
         pool_pre_ping=True,
-        connect_args={"options": f"-c search_path={checked_schema(schema)} -c TimeZone=UTC"},
+        connect_args={"options": f"-c search_path={checked_schema(schema)} -c TimeZone=UTC -c jit=off"},
     )
 
 

@@ -937,7 +937,9 @@ async def close_and_revise(conn: AsyncConnection, current: list[tuple[Request, k
     for i in await _recorded_later(conn, closed, as_computed):
         del as_computed[i]
     general = [i for i in range(len(closed)) if i not in as_computed]
-    versions = await _versions_at_cutoffs(conn, [closed[i] for i in general], shifts)
+    closed_general = [closed[i] for i in general]
+    closings = await _closings(conn, closed_general) if closing is None else {}
+    versions = await _versions_at_cutoffs(conn, closed_general, shifts, closings)
     by_index = dict(zip(general, versions, strict=True))
     CLOSED_PERIODS.labels("as_computed").inc(len(as_computed))
     CLOSED_PERIODS.labels("at_cutoff").inc(sum(1 for computed in versions for number, *_, new in computed
@@ -962,21 +964,60 @@ async def close_and_revise(conn: AsyncConnection, current: list[tuple[Request, k
     return derived
 
 
-async def _versions_at_cutoffs(conn: AsyncConnection, closed: list[Request], shifts: dict[str, list[kpi.Shift]]
+async def _closings(conn: AsyncConnection, closed: list[Request]) -> dict[int, tuple[datetime, str]]:
+    """Each closed period's closing fact, by index into `closed`: the recorded_at and event id of the first
+    recorded of its unit's machine facts (state changes, production reports) at or after its end. For
+    a settle, which closes every period of a unit's history at once: one sort of the unit's facts in
+    reverse event time, with each period's end placed among them, and a running least (recorded_at,
+    event id) gives every period's closing fact (a minimum over a suffix), where a search per period
+    would read the rest of the history each time. The running least is taken of a text key that sorts
+    as (recorded_at, event id) does, in code point order (COLLATE "C"). A period with no fact at or
+    after its end has none (the same as the search finds)."""
+    if not closed:
+        return {}
+    rows = await conn.execute(text("""
+        WITH w AS (SELECT * FROM unnest(CAST(:i AS integer[]), CAST(:u AS text[]), CAST(:hi AS timestamptz[])) AS w(i, u, hi)),
+        first AS (SELECT u, min(hi) AS lo FROM w GROUP BY u),
+        marks AS (
+            SELECT first.u, f.occurred_at AS at, 0 AS mark, NULL::integer AS i, f.recorded_at,
+                   to_char(f.recorded_at AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISSUS') || f.event_id COLLATE "C" AS k
+            FROM first JOIN LATERAL (
+                SELECT occurred_at, recorded_at, event_id FROM state_changes WHERE equipment_id = first.u AND occurred_at >= first.lo
+                UNION ALL
+                SELECT occurred_at, recorded_at, event_id FROM production WHERE equipment_id = first.u AND occurred_at >= first.lo
+            ) f ON true
+            UNION ALL
+            SELECT u, hi, 1, i, NULL, NULL FROM w),
+        running AS (
+            SELECT i, mark, min(recorded_at) OVER suffix AS closed_at, min(k) OVER suffix AS k FROM marks
+            WINDOW suffix AS (PARTITION BY u ORDER BY at DESC, mark ROWS UNBOUNDED PRECEDING))
+        SELECT i, closed_at, substr(k, 21) AS closed_by FROM running WHERE mark = 1 AND closed_at IS NOT NULL"""), {
+        "i": Int4Array(range(len(closed))), "u": TextArray([r.unit for r in closed]),
+        "hi": TimestamptzArray([r.period.end for r in closed])})
+    return {r.i: (r.closed_at, r.closed_by) for r in rows}
+
+
+async def _versions_at_cutoffs(conn: AsyncConnection, closed: list[Request], shifts: dict[str, list[kpi.Shift]],
+                               closings: dict[int, tuple[datetime, str]] | None = None,
                                ) -> list[list[tuple[int, Request, kpi.Elements, datetime, str, bool]]]:
     """Each closed period's versions from the stored facts, each as known at its cutoff: (number, request,
-    elements, known at, caused by, whether it is new)."""
+    elements, known at, caused by, whether it is new). A period's closing fact comes from `closings`
+    (by index into `closed`) when given there, else from a search of the facts after its end; both
+    order event ids by code point (COLLATE "C"), as Python does."""
     if not closed:
         return []
+    closings = closings or {}
     rows = (await conn.execute(text("""
         SELECT w.i, c.closed_at, c.closed_by, f.recorded_at, f.event_id, v.versions
         FROM unnest(CAST(:i AS integer[]), CAST(:u AS text[]), CAST(:lo AS timestamptz[]), CAST(:hi AS timestamptz[]),
-                    CAST(:kind AS text[])) AS w(i, u, lo, hi, kind)
+                    CAST(:kind AS text[]), CAST(:c AS timestamptz[]), CAST(:cb AS text[])) AS w(i, u, lo, hi, kind, c, cb)
         JOIN LATERAL (
-            SELECT recorded_at AS closed_at, event_id AS closed_by FROM (
+            SELECT w.c AS closed_at, w.cb AS closed_by WHERE w.c IS NOT NULL
+            UNION ALL
+            (SELECT recorded_at, event_id FROM (
                 SELECT recorded_at, event_id FROM state_changes WHERE equipment_id = w.u AND occurred_at >= w.hi
                 UNION ALL SELECT recorded_at, event_id FROM production WHERE equipment_id = w.u AND occurred_at >= w.hi) x
-            ORDER BY recorded_at, event_id LIMIT 1) c ON true
+             WHERE w.c IS NULL ORDER BY recorded_at, event_id COLLATE "C" LIMIT 1)) c ON true
         LEFT JOIN LATERAL (
             SELECT recorded_at, min(event_id) AS event_id FROM (
                 SELECT recorded_at, event_id FROM state_changes WHERE equipment_id = w.u AND occurred_at >= w.lo AND occurred_at < w.hi
@@ -989,7 +1030,9 @@ async def _versions_at_cutoffs(conn: AsyncConnection, closed: list[Request], shi
         ORDER BY w.i, f.recorded_at"""), {
         "i": Int4Array(range(len(closed))), "u": TextArray([r.unit for r in closed]),
         "lo": TimestamptzArray([r.period.start for r in closed]), "hi": TimestamptzArray([r.period.end for r in closed]),
-        "kind": TextArray([r.period.kind for r in closed])})).all()
+        "kind": TextArray([r.period.kind for r in closed]),
+        "c": TimestamptzArray([closings[i][0] if i in closings else None for i in range(len(closed))]),
+        "cb": TextArray([closings[i][1] if i in closings else None for i in range(len(closed))])})).all()
     wanted: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
     existing: dict[int, int] = {}
     for r in rows:

@@ -270,3 +270,31 @@ async def test_an_hour_closed_before_a_fact_recorded_later_gets_that_fact_as_ver
     assert closed("as_computed") - as_computed == 1  # hour 07
     assert closed("at_cutoff") - at_cutoff == 1  # hour 06
     await assert_a_replay_equals(prepared, scratch, build_execution, live.db_schema, start)
+
+
+@pytest.mark.parametrize("batch_max_events", [1, 1000])
+async def test_an_hour_is_closed_by_the_first_recorded_fact_past_its_end_not_the_first_in_event_time(
+        prepared, scratch, batch_max_events):
+    """After hour 06 a count from 07:40 is accepted at +8 s and one from 07:10 only at +20 s (a terminal
+    that reported late; the partition holds them in acceptance order): the hour is known closed from
+    +8 s on, by the later count in event time. A live worker in any batching and a replay, whose
+    settle finds every hour's closing fact in one pass over the unit's facts, give the same versions."""
+    start = start_at_end(prepared, scratch)
+    run = uuid.uuid4().hex[:6]
+    unit = f"acme{run}.berlin.assembly.line1.press06"
+    now = datetime(2026, 3, 29, 20, tzinfo=UTC)
+    facts = [("MachineStateChanged", at(6), 0, {"state": "RUNNING", "reason_code": None}),
+             ("PartsProduced", at(6.5), 1, {"good": 5, "reject": 0, "order_id": None}),
+             ("PartsProduced", at(7 + 10 / 60), 20, {"good": 3, "reject": 0, "order_id": None}),
+             ("PartsProduced", at(7 + 40 / 60), 8, {"good": 2, "reject": 1, "order_id": None}),  # closes hour 06
+             ("MachineStateChanged", at(8.25), 30, {"state": "IDLE", "reason_code": None})]  # closes hour 07
+    produce_all(prepared, [{"type": t, "event_id": f"{unit}-{i}", "occurred_at": when,
+                            "recorded_at": now + timedelta(seconds=seconds), "equipment_id": unit, **body}
+                           for i, (t, when, seconds, body) in sorted(enumerate(facts), key=lambda f: f[1][2])])
+    live = replace(scratch, batch_max_events=batch_max_events)
+    await build_live(prepared, live)
+    versions = query(prepared, live.db_schema, """SELECT period_start, version, known_at, caused_by, pq FROM oee_versions
+        WHERE equipment_id = %s AND period = 'hour' ORDER BY 1, 2""", unit)
+    assert versions == [(at(6), 1, now + timedelta(seconds=8), f"{unit}-3", 5),
+                        (at(7), 1, now + timedelta(seconds=30), f"{unit}-4", 6)]
+    await assert_a_replay_equals(prepared, scratch, build_execution, live.db_schema, start)
