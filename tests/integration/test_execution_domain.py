@@ -108,6 +108,14 @@ def caught_up_everywhere(prepared, settings, spec):
     return check
 
 
+def produce_unit_facts(prepared, unit: str, now: datetime, facts: list[tuple], *, in_acceptance_order: bool = False) -> None:
+    """One unit's facts, each (event type, event time, seconds after `now` it was accepted, body), with
+    the ids `<unit>-<index>`: produced in the list's order, or sorted by acceptance time."""
+    events = [{"type": t, "event_id": f"{unit}-{i}", "occurred_at": when, "recorded_at": now + timedelta(seconds=seconds),
+               "equipment_id": unit, **body} for i, (t, when, seconds, body) in enumerate(facts)]
+    produce_all(prepared, sorted(events, key=lambda e: e["recorded_at"]) if in_acceptance_order else events)
+
+
 async def build_live(prepared, settings):
     worker = build_worker(settings, lambda c: build_execution(settings, c))
     await run_until(worker, caught_up_everywhere(prepared, settings, worker.spec))
@@ -257,9 +265,7 @@ async def test_an_hour_closed_before_a_fact_recorded_later_gets_that_fact_as_ver
              ("PartsProduced", at(7 + 1 / 60), 5, {"good": 3, "reject": 0, "order_id": None}),  # closes hour 06
              ("PartsProduced", at(7.5), 20, {"good": 4, "reject": 0, "order_id": None}),
              ("MachineStateChanged", at(8.25), 30, {"state": "IDLE", "reason_code": None})]  # closes hour 07
-    produce_all(prepared, [{"type": t, "event_id": f"{unit}-{i}", "occurred_at": when,
-                            "recorded_at": now + timedelta(seconds=seconds), "equipment_id": unit, **body}
-                           for i, (t, when, seconds, body) in enumerate(facts)])
+    produce_unit_facts(prepared, unit, now, facts)
     as_computed, at_cutoff = closed("as_computed"), closed("at_cutoff")
     live = replace(scratch, batch_max_events=batch_max_events)
     await build_live(prepared, live)
@@ -288,9 +294,7 @@ async def test_an_hour_is_closed_by_the_first_recorded_fact_past_its_end_not_the
              ("PartsProduced", at(7 + 10 / 60), 20, {"good": 3, "reject": 0, "order_id": None}),
              ("PartsProduced", at(7 + 40 / 60), 8, {"good": 2, "reject": 1, "order_id": None}),  # closes hour 06
              ("MachineStateChanged", at(8.25), 30, {"state": "IDLE", "reason_code": None})]  # closes hour 07
-    produce_all(prepared, [{"type": t, "event_id": f"{unit}-{i}", "occurred_at": when,
-                            "recorded_at": now + timedelta(seconds=seconds), "equipment_id": unit, **body}
-                           for i, (t, when, seconds, body) in sorted(enumerate(facts), key=lambda f: f[1][2])])
+    produce_unit_facts(prepared, unit, now, facts, in_acceptance_order=True)
     live = replace(scratch, batch_max_events=batch_max_events)
     await build_live(prepared, live)
     versions = query(prepared, live.db_schema, """SELECT period_start, version, known_at, caused_by, pq FROM oee_versions
