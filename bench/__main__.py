@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-events", type=int, default=100_000,
                         help="events at the end of each service's stream replayed into an empty schema (default 100,000)")
     parser.add_argument("--replay-workers", default="1,2", type=_counts,
-                        help="each replay is run once per count of worker processes given (default 1,2: one, and one per core here)")
+                        help="each replay is run once per count of processes sharing its settle given (default 1,2: one, and one per core here)")
     parser.add_argument("--naive-events", type=int, default=2_000, help="events the naive faust agent processes per service")
     parser.add_argument("--latency-fraction", type=float, default=0.5,
                         help="each service's latency run is fed this fraction of the throughput measured just before (default 0.5)")

@@ -299,7 +299,7 @@ def timed_worker(ctx, service: str, events: Iterable[tuple[str, dict]] | None, q
     """Run the stream (or, with `events=None`, what already lies between `start` and the end) through one
     worker of `service`; `query` (with `{schema}`) reads the result. With `replay_events`, that many events
     at the end of the segment are then replayed into an empty schema (see `replay`), once per entry of
-    `replay_workers` (the worker processes of that replay)."""
+    `replay_workers` (the processes sharing that replay's settle)."""
     with ScratchWorker(ctx, service, start=start, env=env, argv=argv, name=name, setup_sql=setup_sql) as worker:
         if events is not None:
             produce(ctx, events)

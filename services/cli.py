@@ -126,8 +126,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     settle_heap()  # a replay runs as a worker does
     rebuilt = asyncio.run(rebuild(settings, make_spec, admin, target, progress=progress, workers=args.workers))
-    shares = f" by {args.workers} workers (events each: {', '.join(f'{n:,}' for n in rebuilt.folded)})" if args.workers > 1 else ""
-    print(f"\n{args.service} rebuilt into schema {target}{shares} in {rebuilt.seconds:.1f} s", file=sys.stderr)
+    print(f"\n{args.service} rebuilt into schema {target} in {rebuilt.seconds:.1f} s ({rebuilt.applied:,} events; "
+          f"deferred work {rebuilt.settle_seconds:.1f} s, by {args.workers} process{'es' if args.workers > 1 else ''})",
+          file=sys.stderr)
     if args.no_compare:
         return 0
     differences = compare(admin, settings.db_schema, target)
@@ -223,7 +224,7 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("--into", help="target schema (default: <schema>_replay); dropped and rebuilt")
     replay.add_argument("--no-compare", action="store_true", help="rebuild only")
     replay.add_argument("--workers", type=_positive_int, default=1, metavar="N",
-                        help="worker processes sharing the input partitions (default 1; more than the partitions idle)")
+                        help="processes sharing the work deferred to the end of the fold, such as execution's periods (default 1)")
     replay.set_defaults(func=cmd_replay)
 
     report = sub.add_parser("report", help="OEE, downtime Pareto, order progress and WIP from the analyst views")

@@ -4,17 +4,18 @@ The rebuild runs the service's own loop with a fresh consumer group into `<servi
 by the same migrations, thanks to search_path), up to the end offsets its input topics had when the
 replay began. Derived events are not published again: they are on their topic already.
 
-The rebuild's workers read partitions assigned by hand (`ConsumerLoop.read_only`), split as Kafka's
-range assignor splits a group's: with `workers` above 1, further worker processes take the other
-ranges, so a partition's records, and those of the same partition number of every input topic, meet
-in one worker as they do among a service's live workers. Work a projector defers to the end of a
-replay (see `ConsumerLoop.settle`) starts once every worker has folded its part; each worker then
-settles its share of it (execution: every n-th unit).
+The rebuild folds every input partition in one worker, assigned by hand (`ConsumerLoop.read_only`):
+facts joined across topics keyed differently (an order's release and its operations' starts) meet in
+the order of their acceptance only inside one worker's merge, so a fold shared by several workers
+could apply them in another order. Work a projector defers to the end of a replay (see
+`ConsumerLoop.settle`) depends on the folded facts alone; with `workers` above 1, further processes
+share it once the fold is done (execution: every N-th unit's periods).
 """
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import pickle
 import time
 import uuid
 from collections.abc import Callable
@@ -34,15 +35,15 @@ from services.common.runtime import Worker, build_worker, settle_heap
 from services.common.settings import Settings
 
 NOT_COMPARED = frozenset({"alembic_version", "outbox"})  # bookkeeping: the relay empties the live outbox
-HELPER_STOP_S = 60.0  # how long a helper may take to stop folding once every position reached its target
+HELPER_START_S = 120.0  # how long a helper may take to import and build its worker
 POLL_S = 0.25
 
 
 @dataclass(frozen=True)
 class Rebuilt:
     seconds: float
-    folded: tuple[int, ...]  # events each worker process applied: this one first, then each helper
-    settle_seconds: float    # of `seconds`, the work deferred to the end (settle), after every helper stopped
+    applied: int          # events the fold applied
+    settle_seconds: float  # of `seconds`, the work deferred to the end (settle), shared by the processes
 
 
 @dataclass(frozen=True)
@@ -111,64 +112,64 @@ async def _run_to_targets(worker: Worker, admin_url: str, schema: str, targets: 
 
 @dataclass(frozen=True)
 class _Signals:
-    """What a helper process and the first process tell each other (multiprocessing primitives)."""
+    """What a helper process and the folding process tell each other (multiprocessing primitives)."""
 
-    folded: Any   # set by the helper: every target reached, its loop stopped, its facts committed
-    settle: Any   # set by the first process, shared by all helpers: every worker folded, settle your share
-    applied: Any  # written by the helper at the end: the events its loop applied
+    settle: Any   # set by the folding process, shared by all helpers: every fact is folded, settle your share
+    ready: Any    # set by the helper: its worker is built, it waits for `settle`
 
 
-def _helper(settings: Settings, make_spec: Callable[[Settings, Catalogue], ServiceSpec], admin_url: str, schema: str,
-            targets: dict[tuple[str, int], int], timeout_s: float, partitions: list[tuple[str, int]],
-            share: tuple[int, int], signals: _Signals) -> None:
-    """A further worker of a parallel rebuild, in its own process: fold its partitions into `schema`
-    until every target is reached; once every worker has, settle its `share` of the deferred work; then
-    tell how many events it applied."""
+def _helper(settings: Settings, make_spec: Callable[[Settings, Catalogue], ServiceSpec], share: tuple[int, int],
+            timeout_s: float, signals: _Signals) -> None:
+    """A further process of a rebuild: once the fold is done, settle its `share` of the deferred work."""
     mom_logging.configure(f"{settings.service}-replay", "WARNING")
     worker = _deferring(build_worker(settings, lambda catalogue: make_spec(settings, catalogue)))
-    worker.loop.read_only(partitions)
     settle_heap()
+    signals.ready.set()
 
     async def run() -> None:
         try:
-            await _run_to_targets(worker, admin_url, schema, targets, time.monotonic() + timeout_s, lambda _done: None)
-            signals.folded.set()
             if not await asyncio.to_thread(signals.settle.wait, timeout_s):
-                raise TimeoutError("the first process never gave the signal to settle")
+                raise TimeoutError("the folding process never gave the signal to settle")
             await worker.loop.settle(share)
         finally:
             await worker.close()
 
     asyncio.run(run())
-    signals.applied.value = _applied(worker.spec.name)
 
 
 class _Helpers:
-    """The further worker processes of a parallel rebuild, as seen from the first one."""
+    """The further processes of a rebuild, as seen from the folding one."""
 
-    def __init__(self, ranges: list[list[tuple[str, int]]], service: str, args: tuple) -> None:
+    def __init__(self, workers: int, service: str, settings: Settings,
+                 make_spec: Callable[[Settings, Catalogue], ServiceSpec], timeout_s: float) -> None:
         spawn = multiprocessing.get_context("spawn")  # not fork: this process already holds librdkafka's threads
-        settle = spawn.Event()
-        workers = len(ranges)
-        self.signals = [_Signals(spawn.Event(), settle, spawn.Value("q", -1)) for _ in range(1, workers)]
-        self.settle = settle
+        self.settle = spawn.Event()
+        self.signals = [_Signals(self.settle, spawn.Event()) for _ in range(1, workers)]
         self.processes = [spawn.Process(target=_helper, name=f"{service}-replay-{i}", daemon=True,
-                                        args=(*args, ranges[i], (i, workers), signals))
+                                        args=(settings, make_spec, (i, workers), timeout_s, signals))
                           for i, signals in enumerate(self.signals, start=1)]
+
+    def start(self) -> None:
+        for process in self.processes:
+            try:
+                process.start()
+            except (TypeError, AttributeError, pickle.PicklingError) as exc:
+                raise ValueError(f"workers={len(self.processes) + 1}: a helper process cannot be given the service's "
+                                 f"build (make_spec must be a module's function, or a partial of one, with picklable "
+                                 f"arguments): {exc}") from exc
 
     def check(self) -> None:
         for process in self.processes:
             if process.exitcode not in (None, 0):
                 raise RuntimeError(f"replay helper {process.name} exited with {process.exitcode}")
 
-    async def wait_for(self, what: str, timeout_s: float) -> None:
-        """Until every helper set its `what` signal (watching that none died meanwhile)."""
+    async def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        while not all(getattr(signals, what).is_set() for signals in self.signals):
+        while not all(signals.ready.is_set() for signals in self.signals):
             self.check()
             if time.monotonic() > deadline:
-                raise TimeoutError(f"replay helpers not {what} within {timeout_s:.0f} s")
-            await asyncio.sleep(0.02)
+                raise TimeoutError(f"replay helpers not ready within {timeout_s:.0f} s")
+            await asyncio.sleep(0.05)
 
     async def join(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -178,36 +179,18 @@ class _Helpers:
                 raise TimeoutError(f"replay helper {process.name} did not finish within {timeout_s:.0f} s")
         self.check()
 
-    def applied(self) -> tuple[int, ...]:
-        return tuple(signals.applied.value for signals in self.signals)
-
     def terminate(self) -> None:
         for process in self.processes:
             if process.is_alive():
                 process.terminate()
 
 
-def ranges(partitions: list[tuple[str, int]], workers: int) -> list[list[tuple[str, int]]]:
-    """Each worker's partitions, as Kafka's range assignor gives them to a group of `workers` members:
-    per topic, consecutive partitions, the first members one more when they do not divide evenly."""
-    shares: list[list[tuple[str, int]]] = [[] for _ in range(workers)]
-    for topic in sorted({t for t, _ in partitions}):
-        numbers = sorted(p for t, p in partitions if t == topic)
-        each, extra = divmod(len(numbers), workers)
-        first = 0
-        for k in range(workers):
-            count = each + (1 if k < extra else 0)
-            shares[k].extend((topic, n) for n in numbers[first:first + count])
-            first += count
-    return shares
-
-
 async def rebuild(settings: Settings, make_spec: Callable[[Settings, Catalogue], ServiceSpec], admin_url: str,
                   schema: str, *, timeout_s: float = 3600.0, progress: Callable[[int, int], None] = lambda d, t: None,
                   start: dict[tuple[str, int], int] | None = None, workers: int = 1) -> Rebuilt:
     """Replay every input topic from offset 0 (or from `start`, per partition) into `schema` (dropped
-    first), with `workers` worker processes in one consumer group (`make_spec` must then be importable:
-    helpers are started, not forked)."""
+    first): one worker folds, and `workers` processes share the settle (`make_spec` must then be
+    importable: helpers are started, not forked)."""
     if workers < 1:
         raise ValueError(f"workers={workers}: must be at least 1")
     schema = checked_schema(schema)
@@ -222,9 +205,8 @@ async def rebuild(settings: Settings, make_spec: Callable[[Settings, Catalogue],
     targets = end_offsets(replay_settings.kafka, worker.spec.input_topics)
     total = sum(targets.values())
     started = time.monotonic()
-    split = ranges(sorted(targets), workers)
-    worker.loop.read_only(split[0])
-    helpers = _Helpers(split, settings.service, (replay_settings, make_spec, admin_url, schema, targets, timeout_s))
+    worker.loop.read_only(sorted(targets))
+    helpers = _Helpers(workers, settings.service, replay_settings, make_spec, timeout_s)
     applied_before = _applied(worker.spec.name)
 
     def on_poll(done: int) -> None:
@@ -232,20 +214,19 @@ async def rebuild(settings: Settings, make_spec: Callable[[Settings, Catalogue],
         progress(done, total)
 
     try:
-        for process in helpers.processes:
-            process.start()
+        helpers.start()  # they build their workers while this one folds
         await _run_to_targets(worker, admin_url, schema, targets, started + timeout_s, on_poll)
-        await helpers.wait_for("folded", HELPER_STOP_S)
+        await helpers.wait_ready(HELPER_START_S)
         settling = time.monotonic()
         helpers.settle.set()
         await worker.loop.settle((0, workers))
-        await helpers.join(max(timeout_s - (time.monotonic() - started), HELPER_STOP_S))
+        await helpers.join(max(timeout_s - (time.monotonic() - started), HELPER_START_S))
         settled = time.monotonic() - settling
     finally:
         helpers.terminate()
         await worker.close()
     progress(total, total)
-    return Rebuilt(time.monotonic() - started, (_applied(worker.spec.name) - applied_before, *helpers.applied()), settled)
+    return Rebuilt(time.monotonic() - started, _applied(worker.spec.name) - applied_before, settled)
 
 
 def compare(admin_url: str, live: str, rebuilt: str) -> list[TableDifference]:

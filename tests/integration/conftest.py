@@ -71,16 +71,17 @@ def start_at_end(prepared: Prepared, settings: Settings) -> dict[tuple[str, int]
     return ends
 
 
-async def assert_a_replay_equals(prepared, scratch, build, schema: str, start, **replay) -> None:
-    """Rebuild a service (`build`, its app's build) from `start` into a scratch schema, in the replay's
-    own batches or as `replay` sets them, and compare it with `schema` row for row."""
+async def assert_a_replay_equals(prepared, scratch, build, schema: str, start, *, workers: int = 1, **replay) -> None:
+    """Rebuild a service (`build`, its app's build) from `start` into a scratch schema, by `workers`
+    processes, in the replay's own batches or as `replay` sets them, and compare it with `schema` row
+    for row."""
     from dataclasses import replace
 
     from services.common.replay import compare, rebuild
 
     target = f"{schema}_r"
     try:
-        await rebuild(replace(scratch, **replay), build, prepared.superuser_url, target, start=start)
+        await rebuild(replace(scratch, **replay), build, prepared.superuser_url, target, start=start, workers=workers)
         differences = [(d.table, d.only_live, d.only_replay) for d in compare(prepared.superuser_url, schema, target)
                        if d.only_live or d.only_replay]
         assert differences == []

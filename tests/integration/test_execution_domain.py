@@ -166,7 +166,7 @@ async def test_a_shift_with_an_order_a_lockout_and_late_facts_then_a_replay_in_o
     assert line == [(28800 - 1800 - 900, 28800 - 1800)]
 
     # A replay in large batches gives identical tables, period versions included
-    await assert_a_replay_equals(prepared, scratch, build_execution, schema, start)
+    await assert_a_replay_equals(prepared, scratch, build_execution, schema, start, workers=2)
 
 
 async def test_interleaving_the_streams_of_work_units_differently_gives_identical_figures(prepared, scratch):
