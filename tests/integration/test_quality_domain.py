@@ -164,5 +164,5 @@ async def test_sampling_spc_holds_capability_and_yield_then_an_identical_replay(
         abs(Fraction(x) - e) <= e * Fraction(1, 10**9)
         for x, e in zip(fpy[0][5:], (Fraction(90, 95), Fraction(24, 600), Fraction(6, 600)), strict=True))
 
-    # A replay of the same segment in large batches gives identical tables
-    await assert_a_replay_equals(prepared, quality_scratch, build_quality, schema, start)
+    # A replay of the same segment in large batches, with a second process (quality defers nothing), gives identical tables
+    await assert_a_replay_equals(prepared, quality_scratch, build_quality, schema, start, workers=2)
