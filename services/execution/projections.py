@@ -938,8 +938,11 @@ async def close_and_revise(conn: AsyncConnection, current: list[tuple[Request, k
         del as_computed[i]
     general = [i for i in range(len(closed)) if i not in as_computed]
     closed_general = [closed[i] for i in general]
-    closings = await _closings(conn, closed_general) if closing is None else {}
-    versions = await _versions_at_cutoffs(conn, closed_general, shifts, closings)
+    closings, current_general = {}, None
+    if closing is None:  # a settle: see _versions_at_cutoffs for `current`
+        closings = await _closings(conn, closed_general)
+        current_general = [closed_current[i][1] for i in general]
+    versions = await _versions_at_cutoffs(conn, closed_general, shifts, closings, current_general)
     by_index = dict(zip(general, versions, strict=True))
     CLOSED_PERIODS.labels("as_computed").inc(len(as_computed))
     CLOSED_PERIODS.labels("at_cutoff").inc(sum(1 for computed in versions for number, *_, new in computed
@@ -999,16 +1002,23 @@ async def _closings(conn: AsyncConnection, closed: list[Request]) -> dict[int, t
 
 async def _versions_at_cutoffs(conn: AsyncConnection, closed: list[Request], shifts: dict[str, list[kpi.Shift]],
                                closings: dict[int, tuple[datetime, str]] | None = None,
+                               current: list[kpi.Elements] | None = None,
                                ) -> list[list[tuple[int, Request, kpi.Elements, datetime, str, bool]]]:
     """Each closed period's versions from the stored facts, each as known at its cutoff: (number, request,
     elements, known at, caused by, whether it is new). A period's closing fact comes from `closings`
     (by index into `closed`) when given there, else from a search of the facts after its end; both
-    order event ids by code point (COLLATE "C"), as Python does."""
+    order event ids by code point (COLLATE "C"), as Python does.
+
+    With `current` (a settle: each period's figures just computed from every stored fact), an hour
+    whose cutoff leaves out nothing those figures took in takes them as its version 1, as a live batch
+    does (_closed_as_computed): no fact in it was recorded after the closing fact (so it has one
+    version), none of the state changes at the last instant at or before its start was (the state it
+    starts in, kpi.compute's only use of earlier changes), and no lockout of its unit was."""
     if not closed:
         return []
     closings = closings or {}
     rows = (await conn.execute(text("""
-        SELECT w.i, c.closed_at, c.closed_by, f.recorded_at, f.event_id, v.versions
+        SELECT w.i, c.closed_at, c.closed_by, f.recorded_at, f.event_id, v.versions, b.late
         FROM unnest(CAST(:i AS integer[]), CAST(:u AS text[]), CAST(:lo AS timestamptz[]), CAST(:hi AS timestamptz[]),
                     CAST(:kind AS text[]), CAST(:c AS timestamptz[]), CAST(:cb AS text[])) AS w(i, u, lo, hi, kind, c, cb)
         JOIN LATERAL (
@@ -1027,28 +1037,43 @@ async def _versions_at_cutoffs(conn: AsyncConnection, closed: list[Request], shi
         LEFT JOIN LATERAL (
             SELECT count(*) AS versions FROM period_versions
             WHERE equipment_id = w.u AND period = w.kind AND period_start = w.lo) v ON true
+        LEFT JOIN LATERAL (
+            SELECT EXISTS (SELECT 1 FROM state_changes s WHERE s.equipment_id = w.u AND s.recorded_at > c.closed_at
+                           AND s.occurred_at = (SELECT max(occurred_at) FROM state_changes
+                                                WHERE equipment_id = w.u AND occurred_at <= w.lo))
+                OR EXISTS (SELECT 1 FROM lockouts l WHERE l.equipment_id = w.u AND l.recorded_at > c.closed_at) AS late
+            WHERE :current) b ON true
         ORDER BY w.i, f.recorded_at"""), {
         "i": Int4Array(range(len(closed))), "u": TextArray([r.unit for r in closed]),
         "lo": TimestamptzArray([r.period.start for r in closed]), "hi": TimestamptzArray([r.period.end for r in closed]),
         "kind": TextArray([r.period.kind for r in closed]),
         "c": TimestamptzArray([closings[i][0] if i in closings else None for i in range(len(closed))]),
-        "cb": TextArray([closings[i][1] if i in closings else None for i in range(len(closed))])})).all()
+        "cb": TextArray([closings[i][1] if i in closings else None for i in range(len(closed))]),
+        "current": current is not None})).all()
     wanted: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
     existing: dict[int, int] = {}
+    late: set[int] = set()
     for r in rows:
         if r.i not in wanted:
             wanted[r.i].append((r.closed_at, r.closed_by))
         existing[r.i] = r.versions
+        if r.late is not False:  # true, or not asked (NULL)
+            late.add(r.i)
         if r.recorded_at is not None:
             wanted[r.i].append((r.recorded_at, r.event_id))
+    out: list[list[tuple[int, Request, kpi.Elements, datetime, str, bool]]] = [[] for _ in closed]
     requests, keys = [], []
     for i, versions in wanted.items():
         base = closed[i]
+        if current is not None and base.period.kind == "hour" and len(versions) == 1 and i not in late:
+            (known_at, caused_by), = versions
+            request = Request(base.unit, base.period, base.period.end, cutoff=known_at)  # as computing it names it
+            out[i].append((1, request, current[i], known_at, caused_by, 1 > existing[i]))
+            continue
         for number, (known_at, caused_by) in enumerate(versions, start=1):
             requests.append(Request(base.unit, base.period, base.period.end, cutoff=known_at))
             keys.append((i, number, known_at, caused_by, number > existing[i]))
     computed = await compute(conn, requests, shifts)
-    out: list[list[tuple[int, Request, kpi.Elements, datetime, str, bool]]] = [[] for _ in closed]
     for (request, elements), (i, number, known_at, caused_by, new) in zip(computed, keys, strict=True):
         out[i].append((number, request, elements, known_at, caused_by, new))
     return out

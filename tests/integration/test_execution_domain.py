@@ -302,3 +302,39 @@ async def test_an_hour_is_closed_by_the_first_recorded_fact_past_its_end_not_the
     assert versions == [(at(6), 1, now + timedelta(seconds=8), f"{unit}-3", 5),
                         (at(7), 1, now + timedelta(seconds=30), f"{unit}-4", 6)]
     await assert_a_replay_equals(prepared, scratch, build_execution, live.db_schema, start)
+
+
+@pytest.mark.parametrize("batch_max_events", [1, 1000])
+async def test_an_hour_whose_starting_state_was_recorded_after_it_closed_keeps_version_1_as_then_known(
+        prepared, scratch, batch_max_events):
+    """In a shift from 06:00, hour 07 is closed at +30 s by the change at 08:15. A change at 06:50, the state hour 07 starts in,
+    is only accepted at +40 s: hour 07's figures now start DOWN, but its version 1, as known at +30 s,
+    starts RUNNING (and the fact, inside hour 06, makes hour 06's version 2). A replay's settle, which
+    takes an hour's figures as its version 1 where nothing recorded later bears on it, must compute
+    this one at its cutoff, as the live worker did."""
+    start = start_at_end(prepared, scratch)
+    run = uuid.uuid4().hex[:6]
+    unit = f"acme{run}.berlin.assembly.line1.press08"
+    now = datetime(2026, 3, 29, 20, tzinfo=UTC)
+    facts = [("EquipmentRegistered", at(0), -2, {"name": "Press", "parent_id": None, "level": "work_unit",
+                                                 "time_zone": None, "capacity_per_hour": None}),
+             ("ShiftScheduled", at(0), -1, {"shift_id": f"S-{run}", "starts_at": at(6), "ends_at": at(10), "breaks": []}),
+             ("MachineStateChanged", at(6), 0, {"state": "RUNNING", "reason_code": None}),
+             ("PartsProduced", at(6.5), 1, {"good": 5, "reject": 0, "order_id": None}),
+             ("PartsProduced", at(7 + 10 / 60), 5, {"good": 3, "reject": 0, "order_id": None}),  # closes hour 06
+             ("PartsProduced", at(7 + 40 / 60), 8, {"good": 2, "reject": 1, "order_id": None}),
+             ("MachineStateChanged", at(8.25), 30, {"state": "IDLE", "reason_code": None}),  # closes hour 07
+             ("MachineStateChanged", at(6 + 50 / 60), 40, {"state": "DOWN", "reason_code": "JAM"})]
+    produce_unit_facts(prepared, unit, now, facts)
+    live = replace(scratch, batch_max_events=batch_max_events)
+    await build_live(prepared, live)
+    versions = query(prepared, live.db_schema, """SELECT period_start, version, known_at, apt_s FROM oee_versions
+        WHERE equipment_id = %s AND period = 'hour' ORDER BY 1, 2""", unit)
+    assert [(v[0], v[1], v[2]) for v in versions] == [(at(6), 1, now + timedelta(seconds=5)),
+                                                      (at(6), 2, now + timedelta(seconds=40)),
+                                                      (at(7), 1, now + timedelta(seconds=30))]
+    assert versions[2][3] == 3600  # running all hour 07, as known when it closed
+    current = query(prepared, live.db_schema, """SELECT apt_s FROM oee WHERE equipment_id = %s AND period = 'hour'
+        AND period_start = %s""", unit, at(7))
+    assert current == [(0,)]  # down all hour 07, as known now
+    await assert_a_replay_equals(prepared, scratch, build_execution, live.db_schema, start)
