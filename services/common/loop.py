@@ -182,8 +182,8 @@ class ConsumerLoop:
 
     def read_only(self, partitions: Sequence[tuple[str, int]]) -> None:
         """Before run(): read these partitions, assigned by hand, rather than the group's share of the
-        input topics. A replay's workers split the partitions among themselves this way, so none waits
-        for the group to form and none ever moves."""
+        input topics. A replay reads every input partition this way, without waiting for a group to
+        form."""
         self._fixed = list(partitions)
 
     async def _assign_fixed(self, partitions: list[tuple[str, int]]) -> None:
@@ -681,8 +681,8 @@ class ConsumerLoop:
     async def settle(self, share: tuple[int, int] = (0, 1)) -> int:
         """Let a projector that deferred work while replaying (`defer()`, then `settle(conn, share)`) finish
         it, in one transaction with the outbox rows it derives; returns how many events it derived. Call
-        it with the loop stopped, and with every worker of the replay stopped. `share` (i, n): this
-        worker's part when n workers settle at once."""
+        it once the replay's fold is done, with the loop stopped. `share` (i, n): this process's part
+        when n processes settle at once."""
         settle = getattr(self._spec.projector, "settle", None)
         if settle is None:
             return 0

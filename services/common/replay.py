@@ -35,7 +35,7 @@ from services.common.runtime import Worker, build_worker, settle_heap
 from services.common.settings import Settings
 
 NOT_COMPARED = frozenset({"alembic_version", "outbox"})  # bookkeeping: the relay empties the live outbox
-HELPER_START_S = 120.0  # how long a helper may take to import and build its worker
+HELPER_STOP_S = 120.0  # the least time the helpers get to finish their settle
 POLL_S = 0.25
 
 
@@ -87,48 +87,17 @@ def _deferring(worker: Worker) -> Worker:
     return worker
 
 
-async def _run_to_targets(worker: Worker, admin_url: str, schema: str, targets: dict[tuple[str, int], int],
-                          deadline: float, on_poll: Callable[[int], None]) -> None:
-    """Run the worker's loop until every target is reached (by it or by another worker of its group); the
-    loop has stopped when this returns or raises."""
-    task = asyncio.create_task(worker.loop.run())
-    try:
-        while True:
-            finished, done = _done(admin_url, schema, targets)
-            if finished:
-                worker.loop.stop()
-                await task
-                return
-            on_poll(done)
-            if task.done():
-                task.result()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"replay of {worker.settings.service} did not finish in time")
-            await asyncio.sleep(POLL_S)
-    finally:
-        worker.loop.stop()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-@dataclass(frozen=True)
-class _Signals:
-    """What a helper process and the folding process tell each other (multiprocessing primitives)."""
-
-    settle: Any   # set by the folding process, shared by all helpers: every fact is folded, settle your share
-    ready: Any    # set by the helper: its worker is built, it waits for `settle`
-
-
 def _helper(settings: Settings, make_spec: Callable[[Settings, Catalogue], ServiceSpec], share: tuple[int, int],
-            timeout_s: float, signals: _Signals) -> None:
-    """A further process of a rebuild: once the fold is done, settle its `share` of the deferred work."""
+            timeout_s: float, folded: Any) -> None:
+    """A further process of a rebuild: once the fold is done (`folded`, a multiprocessing event, is set),
+    settle its `share` of the deferred work."""
     mom_logging.configure(f"{settings.service}-replay", "WARNING")
     worker = _deferring(build_worker(settings, lambda catalogue: make_spec(settings, catalogue)))
     settle_heap()
-    signals.ready.set()
 
     async def run() -> None:
         try:
-            if not await asyncio.to_thread(signals.settle.wait, timeout_s):
+            if not await asyncio.to_thread(folded.wait, timeout_s):
                 raise TimeoutError("the folding process never gave the signal to settle")
             await worker.loop.settle(share)
         finally:
@@ -143,11 +112,10 @@ class _Helpers:
     def __init__(self, workers: int, service: str, settings: Settings,
                  make_spec: Callable[[Settings, Catalogue], ServiceSpec], timeout_s: float) -> None:
         spawn = multiprocessing.get_context("spawn")  # not fork: this process already holds librdkafka's threads
-        self.settle = spawn.Event()
-        self.signals = [_Signals(self.settle, spawn.Event()) for _ in range(1, workers)]
+        self.folded = spawn.Event()
         self.processes = [spawn.Process(target=_helper, name=f"{service}-replay-{i}", daemon=True,
-                                        args=(settings, make_spec, (i, workers), timeout_s, signals))
-                          for i, signals in enumerate(self.signals, start=1)]
+                                        args=(settings, make_spec, (i, workers), timeout_s, self.folded))
+                          for i in range(1, workers)]
 
     def start(self) -> None:
         for process in self.processes:
@@ -162,14 +130,6 @@ class _Helpers:
         for process in self.processes:
             if process.exitcode not in (None, 0):
                 raise RuntimeError(f"replay helper {process.name} exited with {process.exitcode}")
-
-    async def wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not all(signals.ready.is_set() for signals in self.signals):
-            self.check()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"replay helpers not ready within {timeout_s:.0f} s")
-            await asyncio.sleep(0.05)
 
     async def join(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -208,23 +168,30 @@ async def rebuild(settings: Settings, make_spec: Callable[[Settings, Catalogue],
     worker.loop.read_only(sorted(targets))
     helpers = _Helpers(workers, settings.service, replay_settings, make_spec, timeout_s)
     applied_before = _applied(worker.spec.name)
-
-    def on_poll(done: int) -> None:
-        helpers.check()
-        progress(done, total)
-
+    task = asyncio.create_task(worker.loop.run())
     try:
         helpers.start()  # they build their workers while this one folds
-        await _run_to_targets(worker, admin_url, schema, targets, started + timeout_s, on_poll)
-        await helpers.wait_ready(HELPER_START_S)
+        while True:
+            finished, done = _done(admin_url, schema, targets)
+            if finished:
+                worker.loop.stop()
+                await task
+                break
+            helpers.check()
+            progress(done, total)
+            if task.done():
+                task.result()
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError(f"replay of {settings.service} did not finish in {timeout_s:.0f} s")
+            await asyncio.sleep(POLL_S)
         settling = time.monotonic()
-        helpers.settle.set()
+        helpers.folded.set()
         await worker.loop.settle((0, workers))
-        await helpers.join(max(timeout_s - (time.monotonic() - started), HELPER_START_S))
+        await helpers.join(max(timeout_s - (time.monotonic() - started), HELPER_STOP_S))
         settled = time.monotonic() - settling
     finally:
         helpers.terminate()
-        await worker.close()
+        await worker.close(task)
     progress(total, total)
     return Rebuilt(time.monotonic() - started, _applied(worker.spec.name) - applied_before, settled)
 
