@@ -298,7 +298,7 @@ async def advance_positions(conn: AsyncConnection, spans: Sequence[Span]) -> Non
     if not spans:
         return
     result = await conn.execute(
-        text("""UPDATE positions AS p SET next_offset = v.next
+        text("""UPDATE positions AS p SET next_offset = v.next, head_recorded_at = NULL
                 FROM unnest(CAST(:topics AS text[]), CAST(:parts AS integer[]),
                             CAST(:starts AS bigint[]), CAST(:nexts AS bigint[])) AS v(topic, partition, start, next)
                 WHERE p.topic = v.topic AND p.partition = v.partition AND p.next_offset = v.start"""),
@@ -309,6 +309,42 @@ async def advance_positions(conn: AsyncConnection, spans: Sequence[Span]) -> Non
     )
     if result.rowcount != len(spans):
         raise StalePosition(f"{len(spans) - result.rowcount} of {len(spans)} partitions moved under this batch")
+
+
+# Each partition's next record as its worker fetched it (see ConsumerLoop._read_frontier). It describes the
+# log, not the worker: the record at an offset never changes, so the value holds while the position stays
+# where it was published for, whoever holds the partition by then.
+POSITION_HEADS_DDL = "ALTER TABLE positions ADD COLUMN head_recorded_at timestamptz"
+UNDATED = datetime.min.replace(tzinfo=UTC)  # the head of a record without a recorded_at (undecodable): first
+
+
+async def publish_heads(conn: AsyncConnection, heads: Sequence[tuple[str, int, int, datetime]]) -> None:
+    """Store (topic, partition, position, recorded_at): the first record at or past `position` was accepted at
+    `recorded_at`. A partition whose position moved meanwhile is left as it is (its new head is not known)."""
+    if not heads:
+        return
+    await conn.execute(
+        text("""UPDATE positions AS p SET head_recorded_at = v.at
+                FROM unnest(CAST(:topics AS text[]), CAST(:parts AS integer[]),
+                            CAST(:offsets AS bigint[]), CAST(:ats AS timestamptz[])) AS v(topic, partition, at_offset, at)
+                WHERE p.topic = v.topic AND p.partition = v.partition AND p.next_offset = v.at_offset"""),
+        {"topics": TextArray([h[0] for h in heads]), "parts": Int4Array([h[1] for h in heads]),
+         "offsets": Int8Array([h[2] for h in heads]), "ats": TimestamptzArray([h[3] for h in heads])},
+    )
+
+
+async def load_heads(conn: AsyncConnection, partitions: Sequence[tuple[str, int]]
+                     ) -> dict[tuple[str, int], tuple[int, datetime | None]]:
+    """Each partition's stored position and the recorded_at of its next record, where published (a partition
+    never consumed is missing)."""
+    if not partitions:
+        return {}
+    rows = await conn.execute(
+        text("""SELECT topic, partition, next_offset, head_recorded_at FROM positions
+                WHERE (topic, partition) IN (SELECT * FROM unnest(CAST(:topics AS text[]), CAST(:parts AS integer[])))"""),
+        {"topics": TextArray([t for t, _ in partitions]), "parts": Int4Array([p for _, p in partitions])},
+    )
+    return {(r.topic, r.partition): (r.next_offset, r.head_recorded_at) for r in rows}
 
 
 async def claim_event_ids(conn: AsyncConnection, event_ids: Sequence[str]) -> set[str]:

@@ -34,6 +34,7 @@ from services.common import metrics
 from services.common.avro import Codec, DecodeError, EventMapper
 from services.common.catalogue import Catalogue
 from services.common.db import (
+    UNDATED,
     OutboxRow,
     Span,
     StalePosition,
@@ -41,9 +42,11 @@ from services.common.db import (
     add_outbox,
     advance_positions,
     claim_event_ids,
+    load_heads,
     load_positions,
+    publish_heads,
 )
-from services.common.ordering import Merger
+from services.common.ordering import Merger, frontier, key_of
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ BUFFER_BOUND = 200_000  # past this (a fetch larger than the pausing foresaw) no
 STARVED_S = 60.0  # a partition known to lag that delivers nothing this long is sought again (see _watch_starving)
 STARVED_CHECK_S = 5.0
 ENDS_TIMEOUT_S = 5.0  # how long asking the broker for the partitions' ends may take (see _begin_round)
+HELD_WARN_S = 30.0  # held back this long by a partition another worker holds: say which (see _exchange_heads)
 
 
 class Projector(Protocol):
@@ -154,6 +158,11 @@ class ConsumerLoop:
         self._starving: dict[tuple[str, int], tuple[float, int]] = {}  # since when, fetched then (see _watch_starving)
         self._hint: list[TopicPartition] = []  # offsets committed to the database, for Kafka (see _send_hint)
         self._next_starving_check = 0.0
+        self._inputs: list[tuple[str, int]] | None = None  # every partition of the input topics (see _exchange_heads)
+        self._inputs_wanted = False  # assigned since they were learnt: learn them again (a topic may have grown)
+        self._frontier: tuple[float, str] | None = None  # the first event other workers have yet to fold
+        self._published: dict[tuple[str, int], tuple[int, Any]] = {}  # heads stored, per partition held here
+        self._held_since: float | None = None
 
     # -- partition assignment (called by librdkafka inside consume(), on the consuming thread) --
 
@@ -174,6 +183,7 @@ class ConsumerLoop:
             except Exception:  # noqa: BLE001 - then the end is learnt from the first fetch
                 log.debug("end offset unknown", exc_info=True)
         self._loop.call_soon_threadsafe(self._ends.update, ends)
+        self._loop.call_soon_threadsafe(self._want_inputs)
         consumer.assign(partitions)
         with contextlib.suppress(KafkaException):  # none starts paused (what _forget, scheduled above, assumes)
             consumer.resume(partitions)
@@ -197,8 +207,13 @@ class ConsumerLoop:
             except KafkaException:  # then the end is learnt from the first fetch
                 log.debug("end offset unknown", exc_info=True)
         await asyncio.to_thread(self._consumer.assign, [TopicPartition(t, p, stored[(t, p)]) for t, p in partitions])
+        self._want_inputs()
         self.assigned.set()
         log.info("assigned by hand", extra={"fields": {"partitions": {f"{t}[{n}]": o for (t, n), o in stored.items()}}})
+
+    def _want_inputs(self) -> None:
+        self._inputs_wanted = True
+        self._published.clear()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for p in partitions:
@@ -348,6 +363,8 @@ class ConsumerLoop:
             self._round = None
         if self._round is None and len(self._merger):
             await self._begin_round()
+        if self._inputs_wanted or self._inputs:
+            await self._exchange_heads()
         batch = self._take()
         self._flow()
         if not batch.spans:
@@ -440,19 +457,97 @@ class ConsumerLoop:
         own (kafka.ends_reader). Should the broker not answer, the loop takes by the ends it last fetched, and asks again
         before the next batch."""
         partitions = list(self._positions)
+        answered = await self._ask_ends(partitions, "taking by the ends last fetched")
+        if answered is None:
+            return
+        bounds = {tp: max(self._fetched.get(tp, self._positions[tp]), self._high(tp)) for tp in partitions}
+        for tp, end in answered.items():
+            if tp in bounds:
+                bounds[tp] = max(bounds[tp], end)
+                self._ends[tp] = max(self._ends.get(tp, -1), end)
+        self._round = bounds
+
+    async def _exchange_heads(self) -> None:
+        """Fold in one acceptance order with the service's other workers: publish the next record of each
+        partition held here, and take nothing at or past the first event another worker has yet to fold.
+
+        Within one worker the merge gives facts from several topics in the order ingest accepted them.
+        Workers that split the partitions fold at their own pace, and a fact joined across topics keyed
+        differently (an order's release and its operations' starts; the lots a genealogy edge links) could
+        otherwise be folded before one accepted earlier that another worker still holds: after a backlog,
+        a worker far ahead would refuse the start of an order whose release the other has yet to fold.
+        So each worker stores, beside each position, the recorded_at of the record there, as far as it has
+        fetched it (positions.head_recorded_at, cleared when the position moves); and each asks the ends
+        of the partitions it does not hold, then reads their positions and heads, and takes only what
+        lies before the least head of those that have not reached their end (ordering.frontier). A
+        partition that lags and whose head nobody has published (no worker holds it, or it has not
+        fetched it yet) holds everything back: exactness before progress, as the merge waits for a
+        partition of its own. A worker that holds every input partition (one worker; a replay) asks
+        nothing. The heads describe the log, not a worker, so they stay true while a position stays put,
+        whoever holds the partition by then (docs/architecture.md, "Several workers of one service")."""
+        if self._inputs_wanted:
+            try:
+                self._inputs = await asyncio.to_thread(self._input_partitions)
+                self._inputs_wanted = False
+            except KafkaException as exc:
+                log.warning("input partitions unknown: waiting", extra={"fields": {"error": str(exc)}})
+                self._frontier = (float("-inf"), "")
+                return
+        foreign = [tp for tp in self._inputs or () if tp not in self._positions]
+        if not foreign:
+            self._frontier, self._held_since = None, None
+            metrics.HELD_BY_OTHER_WORKERS.labels(self._name).set(0)
+            return
+        heads = {}
+        for tp, position in self._positions.items():
+            entry = self._merger.head(tp)
+            if entry is not None:
+                heads[tp] = (position, entry.recorded_at or UNDATED)
+        fresh = [(t, p, *head) for (t, p), head in heads.items() if self._published.get((t, p)) != head]
+        ends = await self._ask_ends(foreign, "waiting") or {}  # before the positions: what existed then, folded or not
+        async with self._engine.begin() as conn:
+            await publish_heads(conn, fresh)
+            stored = await load_heads(conn, foreign)
+        self._published.update(heads)
+        least = frontier(foreign, ends, stored)
+        self._frontier = None if least is None else least[0]
+        earliest = min(((key_of(at), repr(tp)) for tp, (_, at) in heads.items()), default=None)
+        held = least is not None and earliest is not None and earliest >= least[0]
+        metrics.HELD_BY_OTHER_WORKERS.labels(self._name).set(int(held))
+        now = time.monotonic()
+        if not held:
+            self._held_since = None
+        elif self._held_since is None:
+            self._held_since = now
+        elif now - self._held_since >= HELD_WARN_S:
+            self._held_since = now
+            assert least is not None
+            position, head = stored.get(least[1], (0, None))
+            log.warning("held back by a partition another worker holds", extra={"fields": {
+                "partition": f"{least[1][0]}[{least[1][1]}]", "stored_position": position, "end": ends.get(least[1]),
+                "next_recorded_at": None if head is None else head.isoformat(), "for_s": HELD_WARN_S}})
+
+    def _input_partitions(self) -> list[tuple[str, int]]:
+        """Every partition of the input topics, from the cluster's metadata (on a thread)."""
+        metadata = (self._ends_reader or self._consumer).list_topics(timeout=ENDS_TIMEOUT_S)
+        found = []
+        for name in self._spec.input_topics:
+            topic = metadata.topics.get(name)
+            if topic is None or topic.error is not None:
+                raise KafkaException(f"topic {name}: {'not found' if topic is None else topic.error}")
+            found.extend((name, p) for p in topic.partitions)
+        return sorted(found)
+
+    async def _ask_ends(self, partitions: list[tuple[str, int]], otherwise: str) -> dict[tuple[str, int], int] | None:
+        """The partitions' ends (one ListOffsets request; under read_committed, the last stable offset), a
+        partition the broker did not answer for missing; None if the broker did not answer at all."""
         try:
             answered = await asyncio.to_thread((self._ends_reader or self._consumer).offsets_for_times,
                                                [TopicPartition(t, p, OFFSET_END) for t, p in partitions], ENDS_TIMEOUT_S)
         except KafkaException as exc:
-            log.warning("partition ends unknown: taking by the ends last fetched", extra={"fields": {"error": str(exc)}})
-            return
-        bounds = {tp: max(self._fetched.get(tp, self._positions[tp]), self._high(tp)) for tp in partitions}
-        for p in answered:
-            tp = (p.topic, p.partition)
-            if p.error is None and p.offset >= 0 and tp in bounds:
-                bounds[tp] = max(bounds[tp], p.offset)
-                self._ends[tp] = max(self._ends.get(tp, -1), p.offset)
-        self._round = bounds
+            log.warning(f"partition ends unknown: {otherwise}", extra={"fields": {"error": str(exc)}})
+            return None
+        return {(p.topic, p.partition): p.offset for p in answered if p.error is None and p.offset >= 0}
 
     def _round_taken(self) -> bool:
         """Whether every record below the round's bounds was fetched and taken."""
@@ -559,7 +654,7 @@ class ConsumerLoop:
         if self._should_fill(waiting_on):
             return batch  # let the buffers of lagging partitions fill up first: a batch stops where one runs dry
         bounds = None if self._round is None or self._over_memory_bound() else self._round
-        for tp, taken in self._merger.take(self._max, waiting_on, bounds):
+        for tp, taken in self._merger.take(self._max, waiting_on, bounds, self._frontier):
             span = batch.spans.get(tp)
             if span is None:
                 batch.spans[tp] = [self._positions[tp], taken.offset + 1]

@@ -34,6 +34,9 @@ OUTBOX_PUBLISHED = Counter("mom_outbox_published_total", "Derived events publish
 PARTITION_REFETCHES = Counter(
     "mom_partition_refetches_total", "Times a partition known to lag delivered nothing for the starvation bound "
     "and was sought again (see docs/operations.md).", ["service", "topic", "partition"])
+HELD_BY_OTHER_WORKERS = Gauge(
+    "mom_held_by_other_workers", "1 while this worker's next events wait for an earlier one that another worker of its "
+    "service holds and has not folded yet (see docs/operations.md), else 0.", ["service"])
 STALE_BATCHES = Counter(
     "mom_stale_batches_total", "Batches refused because another worker had moved the position.", ["service"])
 LAST_PROGRESS = Gauge(

@@ -4,10 +4,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from alembic import command
+from alembic import command, op
 from alembic.config import Config
 
-from services.common.db import checked_schema
+from services.common.db import POSITION_HEADS_DDL, checked_schema
 from services.common.settings import REPO_ROOT, sqlalchemy_url
 
 MIGRATIONS_DIR = REPO_ROOT / "migrations"
@@ -39,3 +39,14 @@ def grant_views_to_analysts(op: Any, views: Sequence[str]) -> None:
             EXECUTE 'GRANT SELECT ON {names.replace("'", "''")} TO {ANALYST_ROLE}';
         END IF;
     END $$""")
+
+
+def add_position_heads() -> None:
+    """Every service's positions carry the recorded_at of each partition's next record, so that the workers
+    of one service fold in one acceptance order across the partitions they split (docs/architecture.md,
+    "Several workers of one service"). The same migration in each service's branch."""
+    op.execute(POSITION_HEADS_DDL)
+
+
+def drop_position_heads() -> None:
+    op.execute("ALTER TABLE positions DROP COLUMN head_recorded_at")

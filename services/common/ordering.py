@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from datetime import datetime
 from typing import Generic, TypeVar
 
@@ -36,6 +36,11 @@ class Merger(Generic[Item]):
         """Forget a partition's buffer (revoked, or re-sought to its stored position)."""
         self._lanes.pop(lane, None)
 
+    def head(self, lane: Lane) -> Item | None:
+        """A partition's first buffered item, if any."""
+        queue = self._lanes.get(lane)
+        return queue[0] if queue else None
+
     def buffered(self, lane: Lane) -> int:
         return len(self._lanes.get(lane, ()))
 
@@ -48,7 +53,7 @@ class Merger(Generic[Item]):
         return sum(len(q) for q in self._lanes.values())
 
     def take(self, limit: int, waiting_on: Mapping[Lane, bool],
-             bounds: Mapping[Lane, int] | None = None) -> list[tuple[Lane, Item]]:
+             bounds: Mapping[Lane, int] | None = None, before: tuple[float, str] | None = None) -> list[tuple[Lane, Item]]:
         """Up to `limit` items in acceptance order, each partition's own order kept.
 
         `waiting_on[lane]` is True for a partition that may hold an earlier event not fetched yet (it
@@ -56,6 +61,8 @@ class Merger(Generic[Item]):
         partition's buffer is empty: its next event could come before anything still buffered.
         With `bounds`, only items below their partition's bound are taken (a partition without one
         gives none): the items that existed when the bounds were asked for.
+        With `before` (a key and a lane's `repr`, see `key_of`), only items whose key lies below it are taken: the first event
+        another worker has yet to fold (see ConsumerLoop._read_frontier).
         Items without a recorded_at (undecodable) go first in their partition's turn.
         """
         def ready(lane: Lane, queue: deque[Item]) -> bool:
@@ -71,6 +78,8 @@ class Merger(Generic[Item]):
                 heapq.heappush(heap, (self._key(queue[0]), order[lane], lane))
         taken: list[tuple[Lane, Item]] = []
         while heap and len(taken) < limit:
+            if before is not None and (heap[0][0], repr(heap[0][2])) >= before:
+                break  # another worker's partition holds an earlier event it has not folded yet
             _, rank, lane = heapq.heappop(heap)
             queue = self._lanes[lane]
             taken.append((lane, queue.popleft()))
@@ -81,5 +90,31 @@ class Merger(Generic[Item]):
         return taken
 
     def _key(self, item: Item) -> float:
-        at = self._recorded_at(item)
-        return float("-inf") if at is None else at.timestamp()
+        return key_of(self._recorded_at(item))
+
+
+def key_of(recorded_at: datetime | None) -> float:
+    """Where an event falls in acceptance order; ties go by partition, as `repr` of its lane sorts (the same
+    in every worker, whatever partitions each holds)."""
+    return float("-inf") if recorded_at is None else recorded_at.timestamp()
+
+
+def frontier(lanes: Iterable[Lane], ends: Mapping[Lane, int], stored: Mapping[Lane, tuple[int, datetime | None]]
+             ) -> tuple[tuple[float, str], Lane] | None:
+    """The first event that other workers have yet to fold, over the partitions they hold: the least key of
+    `lanes` whose stored position lies short of their end, with the lane that has it (None when every one
+    is folded to its end).
+
+    `ends[lane]` is a partition's end, asked for before `stored` was read; a partition without one is not
+    known to be folded. `stored[lane]` is its position and the recorded_at of the record there, if its
+    worker published it; a partition that lags and whose next record is not known holds back everything."""
+    least: tuple[tuple[float, str], Lane] | None = None
+    for lane in lanes:
+        position, head = stored.get(lane, (0, None))
+        end = ends.get(lane)
+        if end is not None and position >= end:
+            continue
+        key = (float("-inf"), "") if head is None else (key_of(head), repr(lane))
+        if least is None or key < least[0]:
+            least = (key, lane)
+    return least

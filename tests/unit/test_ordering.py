@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.common.ordering import Merger
+from services.common.ordering import Merger, frontier, key_of
 
 T0 = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
 PLAN, OPERATOR = ("mom.plan.events", 0), ("mom.operator.events", 3)
@@ -75,3 +75,75 @@ def test_any_batch_size_yields_the_same_sequence(items, size):
         return out
 
     assert run(size) == run(1000)
+
+
+# -- several workers: a frontier over the partitions other workers hold -------------------------------------
+
+MACHINE = ("mom.machine.events", 1)
+
+
+def test_a_partition_held_elsewhere_and_folded_to_its_end_holds_nothing_back():
+    assert frontier([PLAN], ends={PLAN: 40}, stored={PLAN: (40, None)}) is None
+
+
+def test_the_frontier_is_the_earliest_next_event_of_the_partitions_held_elsewhere_that_lag():
+    least = frontier([PLAN, MACHINE], ends={PLAN: 40, MACHINE: 900},
+                     stored={PLAN: (38, at(7)), MACHINE: (850, at(3))})
+    assert least == ((key_of(at(3)), repr(MACHINE)), MACHINE)
+
+
+def test_a_lagging_partition_whose_next_event_nobody_published_holds_everything_back():
+    least = frontier([PLAN, MACHINE], ends={PLAN: 40, MACHINE: 900}, stored={PLAN: (38, at(7)), MACHINE: (850, None)})
+    assert least == ((float("-inf"), ""), MACHINE)
+    m = merger(operator=[("undecodable", None), ("start WO-1042", 2)])
+    assert m.take(10, {OPERATOR: False}, before=least[0]) == []
+
+
+def test_a_partition_whose_end_the_broker_did_not_give_counts_as_lagging():
+    assert frontier([PLAN], ends={}, stored={PLAN: (40, at(1))}) == ((key_of(at(1)), repr(PLAN)), PLAN)
+
+
+def test_a_partition_never_consumed_lags_from_offset_zero():
+    assert frontier([PLAN], ends={PLAN: 3}, stored={}) == ((float("-inf"), ""), PLAN)
+    assert frontier([PLAN], ends={PLAN: 0}, stored={}) is None
+
+
+def test_only_events_before_the_frontier_leave_and_equal_times_go_by_partition():
+    m = merger(operator=[("start WO-1042", 2), ("start WO-1043", 4), ("start WO-1044", 6)])
+    taken = m.take(10, {OPERATOR: False}, before=(key_of(at(4)), repr(PLAN)))
+    # at equal times the lane whose repr sorts first goes first: ("mom.operator.events", 3) before ("mom.plan.events", 0)
+    assert [item[0] for _, item in taken] == ["start WO-1042", "start WO-1043"]
+    assert [item[0] for _, item in m.take(10, {OPERATOR: False}, before=(key_of(at(6)), repr(("mom.machine.events", 0))))] == []
+    assert [item[0] for _, item in m.take(10, {OPERATOR: False})] == ["start WO-1044"]
+
+
+@given(st.lists(st.tuples(st.sampled_from([PLAN, OPERATOR, MACHINE]), st.integers(0, 20)), max_size=30),
+       st.sets(st.sampled_from([PLAN, OPERATOR, MACHINE]), min_size=1, max_size=2))
+def test_workers_that_split_the_partitions_and_wait_for_each_others_frontier_fold_in_one_order(events, mine):
+    """Two workers, each with a merger over its own partitions and the other's heads as the frontier,
+    taking in turns one item at a time: the interleaving is the one merger over all partitions gives."""
+    lanes: dict = {}
+    for n, (lane, second) in enumerate(events):
+        lanes.setdefault(lane, []).append((f"e{n}", second))
+    for items in lanes.values():
+        items.sort(key=lambda item: item[1])  # a partition's recorded_at grows with its offsets
+    everything = Merger(lambda item: at(item[1]))
+    for lane, items in lanes.items():
+        for item in items:
+            everything.add(lane, item)
+    expected = [item for _, item in everything.take(len(events) + 1, {})]
+    workers = [Merger(lambda item: at(item[1])), Merger(lambda item: at(item[1]))]
+    for lane, items in lanes.items():
+        for item in items:
+            workers[0 if lane in mine else 1].add(lane, item)
+    owner = {lane: 0 if lane in mine else 1 for lane in (PLAN, OPERATOR, MACHINE)}
+    folded = []
+    for _ in range(len(events) * 2 + 2):
+        for me, worker in enumerate(workers):
+            other = workers[1 - me]
+            theirs = [lane for lane, o in owner.items() if o != me]
+            heads = {lane: (0, None if other.head(lane) is None else at(other.head(lane)[1])) for lane in theirs}
+            ends = {lane: other.buffered(lane) for lane in theirs}  # lagging while anything is left
+            least = frontier(theirs, ends, heads)
+            folded.extend(item for _, item in worker.take(1, {}, before=None if least is None else least[0]))
+    assert folded == expected
