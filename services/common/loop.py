@@ -46,7 +46,7 @@ from services.common.db import (
     load_positions,
     publish_heads,
 )
-from services.common.ordering import Merger, frontier, key_of
+from services.common.ordering import Merger, frontiers, key_of
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,10 @@ class ServiceSpec:
     input_topics: tuple[str, ...]
     events: EventMapper            # the event classes it consumes and emits
     projector: Projector
+    # Input topics whose partitions' facts never bear on each other's (each key's facts stand alone, and no
+    # fact of another key of the same topic changes what they decide): workers of the service need not
+    # order their events against such partitions of another worker (see ConsumerLoop._exchange_heads).
+    partitions_apart: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -160,7 +164,7 @@ class ConsumerLoop:
         self._next_starving_check = 0.0
         self._inputs: list[tuple[str, int]] | None = None  # every partition of the input topics (see _exchange_heads)
         self._inputs_wanted = False  # assigned since they were learnt: learn them again (a topic may have grown)
-        self._frontier: tuple[float, str] | None = None  # the first event other workers have yet to fold
+        self._frontier: dict[tuple[str, int], tuple[float, str]] = {}  # per partition, what other workers hold back
         self._published: dict[tuple[str, int], tuple[int, Any]] = {}  # heads stored, per partition held here
         self._held_since: float | None = None
 
@@ -479,11 +483,13 @@ class ConsumerLoop:
         So each worker stores, beside each position, the recorded_at of the record there, as far as it has
         fetched it (positions.head_recorded_at, cleared when the position moves); and each asks the ends
         of the partitions it does not hold, then reads their positions and heads, and takes only what
-        lies before the least head of those that have not reached their end (ordering.frontier). A
+        lies before the least head of those that have not reached their end (ordering.frontiers). A
         partition that lags and whose head nobody has published (no worker holds it, or it has not
         fetched it yet) holds everything back: exactness before progress, as the merge waits for a
         partition of its own. A worker that holds every input partition (one worker; a replay) asks
-        nothing. The heads describe the log, not a worker, so they stay true while a position stays put,
+        nothing. A service may declare topics whose partitions' facts never bear on each other's
+        (ServiceSpec.partitions_apart): their events wait only for the other topics' partitions, so
+        workers that split such a topic fold it side by side instead of by turns. The heads describe the log, not a worker, so they stay true while a position stays put,
         whoever holds the partition by then (docs/architecture.md, "Several workers of one service")."""
         if self._inputs_wanted:
             try:
@@ -491,11 +497,11 @@ class ConsumerLoop:
                 self._inputs_wanted = False
             except KafkaException as exc:
                 log.warning("input partitions unknown: waiting", extra={"fields": {"error": str(exc)}})
-                self._frontier = (float("-inf"), "")
+                self._frontier = dict.fromkeys(self._positions, (float("-inf"), ""))
                 return
         foreign = [tp for tp in self._inputs or () if tp not in self._positions]
         if not foreign:
-            self._frontier, self._held_since = None, None
+            self._frontier, self._held_since = {}, None
             metrics.HELD_BY_OTHER_WORKERS.labels(self._name).set(0)
             return
         heads = {}
@@ -509,10 +515,11 @@ class ConsumerLoop:
             await publish_heads(conn, fresh)
             stored = await load_heads(conn, foreign)
         self._published.update(heads)
-        least = frontier(foreign, ends, stored)
-        self._frontier = None if least is None else least[0]
-        earliest = min(((key_of(at), repr(tp)) for tp, (_, at) in heads.items()), default=None)
-        held = least is not None and earliest is not None and earliest >= least[0]
+        waits = frontiers(self._positions, foreign, ends, stored, self._spec.partitions_apart)
+        self._frontier = {tp: key for tp, (key, _) in waits.items()}
+        earliest = min(((key_of(at), repr(tp)), tp) for tp, (_, at) in heads.items()) if heads else None
+        least = None if earliest is None else waits.get(earliest[1])
+        held = least is not None and earliest is not None and earliest[0] >= least[0]
         metrics.HELD_BY_OTHER_WORKERS.labels(self._name).set(int(held))
         now = time.monotonic()
         if not held:

@@ -53,7 +53,8 @@ class Merger(Generic[Item]):
         return sum(len(q) for q in self._lanes.values())
 
     def take(self, limit: int, waiting_on: Mapping[Lane, bool],
-             bounds: Mapping[Lane, int] | None = None, before: tuple[float, str] | None = None) -> list[tuple[Lane, Item]]:
+             bounds: Mapping[Lane, int] | None = None,
+             before: Mapping[Lane, tuple[float, str]] | None = None) -> list[tuple[Lane, Item]]:
         """Up to `limit` items in acceptance order, each partition's own order kept.
 
         `waiting_on[lane]` is True for a partition that may hold an earlier event not fetched yet (it
@@ -61,8 +62,9 @@ class Merger(Generic[Item]):
         partition's buffer is empty: its next event could come before anything still buffered.
         With `bounds`, only items below their partition's bound are taken (a partition without one
         gives none): the items that existed when the bounds were asked for.
-        With `before` (a key and a lane's `repr`, see `key_of`), only items whose key lies below it are taken: the first event
-        another worker has yet to fold (see ConsumerLoop._read_frontier).
+        With `before`, taking stops at the first item (in acceptance order) that does not lie below its
+        partition's entry there, if it has one: a key and a lane's `repr` (see `key_of`), the first event
+        another worker has yet to fold that this partition's events must wait for (see `frontiers`).
         Items without a recorded_at (undecodable) go first in their partition's turn.
         """
         def ready(lane: Lane, queue: deque[Item]) -> bool:
@@ -78,7 +80,7 @@ class Merger(Generic[Item]):
                 heapq.heappush(heap, (self._key(queue[0]), order[lane], lane))
         taken: list[tuple[Lane, Item]] = []
         while heap and len(taken) < limit:
-            if before is not None and (heap[0][0], repr(heap[0][2])) >= before:
+            if before and (bound := before.get(heap[0][2])) is not None and (heap[0][0], repr(heap[0][2])) >= bound:
                 break  # another worker's partition holds an earlier event it has not folded yet
             _, rank, lane = heapq.heappop(heap)
             queue = self._lanes[lane]
@@ -99,22 +101,33 @@ def key_of(recorded_at: datetime | None) -> float:
     return float("-inf") if recorded_at is None else recorded_at.timestamp()
 
 
-def frontier(lanes: Iterable[Lane], ends: Mapping[Lane, int], stored: Mapping[Lane, tuple[int, datetime | None]]
-             ) -> tuple[tuple[float, str], Lane] | None:
-    """The first event that other workers have yet to fold, over the partitions they hold: the least key of
-    `lanes` whose stored position lies short of their end, with the lane that has it (None when every one
-    is folded to its end).
+def frontiers(own: Iterable[tuple[str, int]], others: Iterable[tuple[str, int]], ends: Mapping[tuple[str, int], int],
+              stored: Mapping[tuple[str, int], tuple[int, datetime | None]], apart: Iterable[str] = ()
+              ) -> dict[tuple[str, int], tuple[tuple[float, str], tuple[str, int]]]:
+    """For each partition of `own` (topic, partition), the first event that other workers have yet to fold
+    and that its events must wait for, with the partition that holds it; a partition with nothing to wait
+    for is left out.
 
-    `ends[lane]` is a partition's end, asked for before `stored` was read; a partition without one is not
-    known to be folded. `stored[lane]` is its position and the recorded_at of the record there, if its
-    worker published it; a partition that lags and whose next record is not known holds back everything."""
-    least: tuple[tuple[float, str], Lane] | None = None
-    for lane in lanes:
+    `others` are the partitions other workers hold: `ends[lane]` is one's end, asked for before `stored`
+    was read (without one, a partition is not known to be folded); `stored[lane]` is its position and
+    the recorded_at of the record there, if its worker published it. Those whose position lies short
+    of their end hold back events at or after their next one; one whose next event is not known holds
+    back everything. A topic in `apart` has partitions whose facts never bear on each other's (a
+    service's declaration, ServiceSpec.partitions_apart): its events wait for the other topics'
+    partitions only."""
+    pending = []
+    for lane in others:
         position, head = stored.get(lane, (0, None))
         end = ends.get(lane)
         if end is not None and position >= end:
             continue
-        key = (float("-inf"), "") if head is None else (key_of(head), repr(lane))
-        if least is None or key < least[0]:
-            least = (key, lane)
-    return least
+        pending.append(((float("-inf"), "") if head is None else (key_of(head), repr(lane)), lane))
+    pending.sort()
+    apart = frozenset(apart)
+    waits = {}
+    for lane in own:
+        for key, other in pending:
+            if not (lane[0] == other[0] and lane[0] in apart):
+                waits[lane] = (key, other)
+                break
+    return waits

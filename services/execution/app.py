@@ -18,4 +18,7 @@ def build(settings: Settings, catalogue: Catalogue, domain: ExecutionSettings | 
         input_topics=topics,
         events=EventMapper(CONSUMED + EMITTED),
         projector=ExecutionProjector(lateness=domain.lateness, minor_stop=domain.minor_stop),
+        # A unit's machine facts decide its own timeline, periods and running operations only; what they
+        # read of orders and products, machine facts never change (docs/architecture.md, "Several workers")
+        partitions_apart=(catalogue.topic_for("PartsProduced").name,),
     )

@@ -3,6 +3,8 @@ operators, a reason reassignment, a late revision and an event later than the la
 same facts rebuilt in other batch sizes and interleavings give identical tables."""
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -188,6 +190,35 @@ async def test_interleaving_the_streams_of_work_units_differently_gives_identica
 
     for left, right in ((ids_a1, ids_a2), (ids_b1, ids_b2)):
         assert figures(left["unit"]) == figures(right["unit"]) != []
+
+
+async def test_two_workers_that_split_the_partitions_and_start_apart_build_what_one_worker_replays(prepared, scratch):
+    start = start_at_end(prepared, scratch)
+    run = uuid.uuid4().hex[:6]
+    events: list[dict] = []
+    for n, name in enumerate(("press01", "press02", "press03", "press04", "press05")):
+        events += scenario(run, name, accepted_after=n)[0]  # the units' streams interleaved in acceptance order
+    produce_all(prepared, events)
+    live = replace(scratch, batch_max_events=7)
+    first, second = (build_worker(live, lambda c: build_execution(live, c)) for _ in range(2))
+    for worker, half in ((first, 0), (second, 1)):  # as Kafka's range assignor splits each topic
+        partitions = sorted(tp for tp in start if tp[0] in worker.spec.input_topics)
+        worker.loop.read_only([(t, p) for t, p in partitions
+                               if (p >= sum(1 for u, _ in partitions if u == t) / 2) == bool(half)])
+    done = caught_up_everywhere(prepared, live, first.spec)
+    tasks = [asyncio.create_task(first.loop.run())]
+    try:
+        await asyncio.sleep(3.0)  # the first worker alone, as far as the second's partitions let it go
+        tasks.append(asyncio.create_task(second.loop.run()))
+        deadline = time.monotonic() + 240
+        while not done():
+            assert not any(t.done() for t in tasks) and time.monotonic() < deadline, "the workers did not catch up"
+            await asyncio.sleep(0.2)
+    finally:
+        await first.close(tasks[0])
+        await second.close(tasks[1] if len(tasks) > 1 else None)
+    assert query(prepared, live.db_schema, "SELECT count(*) FROM orders WHERE status = 'COMPLETED'") == [(5,)]
+    await assert_a_replay_equals(prepared, scratch, build_execution, live.db_schema, start)
 
 
 async def test_a_sign_in_before_the_first_machine_fact_makes_no_earlier_period_in_any_batching(prepared, scratch):

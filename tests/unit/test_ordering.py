@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.common.ordering import Merger, frontier, key_of
+from services.common.ordering import Merger, frontiers, key_of
 
 T0 = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
 PLAN, OPERATOR = ("mom.plan.events", 0), ("mom.operator.events", 3)
@@ -77,73 +77,112 @@ def test_any_batch_size_yields_the_same_sequence(items, size):
     assert run(size) == run(1000)
 
 
-# -- several workers: a frontier over the partitions other workers hold -------------------------------------
+# -- several workers: what the partitions other workers hold make each partition wait for ------------------
 
-MACHINE = ("mom.machine.events", 1)
+MACHINE, MACHINE_2 = ("mom.machine.events", 1), ("mom.machine.events", 4)
 
 
 def test_a_partition_held_elsewhere_and_folded_to_its_end_holds_nothing_back():
-    assert frontier([PLAN], ends={PLAN: 40}, stored={PLAN: (40, None)}) is None
+    assert frontiers([OPERATOR], [PLAN], ends={PLAN: 40}, stored={PLAN: (40, None)}) == {}
 
 
-def test_the_frontier_is_the_earliest_next_event_of_the_partitions_held_elsewhere_that_lag():
-    least = frontier([PLAN, MACHINE], ends={PLAN: 40, MACHINE: 900},
-                     stored={PLAN: (38, at(7)), MACHINE: (850, at(3))})
-    assert least == ((key_of(at(3)), repr(MACHINE)), MACHINE)
+def test_each_partition_waits_for_the_earliest_next_event_of_the_partitions_held_elsewhere_that_lag():
+    waits = frontiers([OPERATOR], [PLAN, MACHINE], ends={PLAN: 40, MACHINE: 900},
+                      stored={PLAN: (38, at(7)), MACHINE: (850, at(3))})
+    assert waits == {OPERATOR: ((key_of(at(3)), repr(MACHINE)), MACHINE)}
 
 
 def test_a_lagging_partition_whose_next_event_nobody_published_holds_everything_back():
-    least = frontier([PLAN, MACHINE], ends={PLAN: 40, MACHINE: 900}, stored={PLAN: (38, at(7)), MACHINE: (850, None)})
-    assert least == ((float("-inf"), ""), MACHINE)
+    waits = frontiers([OPERATOR], [PLAN, MACHINE], ends={PLAN: 40, MACHINE: 900},
+                      stored={PLAN: (38, at(7)), MACHINE: (850, None)})
+    assert waits == {OPERATOR: ((float("-inf"), ""), MACHINE)}
     m = merger(operator=[("undecodable", None), ("start WO-1042", 2)])
-    assert m.take(10, {OPERATOR: False}, before=least[0]) == []
+    assert m.take(10, {OPERATOR: False}, before={OPERATOR: waits[OPERATOR][0]}) == []
 
 
 def test_a_partition_whose_end_the_broker_did_not_give_counts_as_lagging():
-    assert frontier([PLAN], ends={}, stored={PLAN: (40, at(1))}) == ((key_of(at(1)), repr(PLAN)), PLAN)
+    assert frontiers([OPERATOR], [PLAN], ends={}, stored={PLAN: (40, at(1))}) == {
+        OPERATOR: ((key_of(at(1)), repr(PLAN)), PLAN)}
 
 
 def test_a_partition_never_consumed_lags_from_offset_zero():
-    assert frontier([PLAN], ends={PLAN: 3}, stored={}) == ((float("-inf"), ""), PLAN)
-    assert frontier([PLAN], ends={PLAN: 0}, stored={}) is None
+    assert frontiers([OPERATOR], [PLAN], ends={PLAN: 3}, stored={}) == {OPERATOR: ((float("-inf"), ""), PLAN)}
+    assert frontiers([OPERATOR], [PLAN], ends={PLAN: 0}, stored={}) == {}
 
 
-def test_only_events_before_the_frontier_leave_and_equal_times_go_by_partition():
+def test_partitions_of_a_topic_declared_apart_wait_for_other_topics_only():
+    ends = {MACHINE_2: 900, PLAN: 40}
+    stored = {MACHINE_2: (850, at(2)), PLAN: (38, at(7))}
+    waits = frontiers([MACHINE, OPERATOR], [MACHINE_2, PLAN], ends, stored, apart=["mom.machine.events"])
+    assert waits == {MACHINE: ((key_of(at(7)), repr(PLAN)), PLAN),  # not the other machine partition
+                     OPERATOR: ((key_of(at(2)), repr(MACHINE_2)), MACHINE_2)}
+    assert frontiers([MACHINE], [MACHINE_2], ends, stored, apart=["mom.machine.events"]) == {}
+
+
+def test_only_events_before_their_partitions_frontier_leave_and_equal_times_go_by_partition():
     m = merger(operator=[("start WO-1042", 2), ("start WO-1043", 4), ("start WO-1044", 6)])
-    taken = m.take(10, {OPERATOR: False}, before=(key_of(at(4)), repr(PLAN)))
+    taken = m.take(10, {OPERATOR: False}, before={OPERATOR: (key_of(at(4)), repr(PLAN))})
     # at equal times the lane whose repr sorts first goes first: ("mom.operator.events", 3) before ("mom.plan.events", 0)
     assert [item[0] for _, item in taken] == ["start WO-1042", "start WO-1043"]
-    assert [item[0] for _, item in m.take(10, {OPERATOR: False}, before=(key_of(at(6)), repr(("mom.machine.events", 0))))] == []
-    assert [item[0] for _, item in m.take(10, {OPERATOR: False})] == ["start WO-1044"]
+    assert m.take(10, {OPERATOR: False}, before={OPERATOR: (key_of(at(6)), repr(("mom.machine.events", 0)))}) == []
+    assert [item[0] for _, item in m.take(10, {OPERATOR: False}, before={PLAN: (key_of(at(0)), "")})] == ["start WO-1044"]
 
 
-@given(st.lists(st.tuples(st.sampled_from([PLAN, OPERATOR, MACHINE]), st.integers(0, 20)), max_size=30),
-       st.sets(st.sampled_from([PLAN, OPERATOR, MACHINE]), min_size=1, max_size=2))
-def test_workers_that_split_the_partitions_and_wait_for_each_others_frontier_fold_in_one_order(events, mine):
-    """Two workers, each with a merger over its own partitions and the other's heads as the frontier,
-    taking in turns one item at a time: the interleaving is the one merger over all partitions gives."""
+def test_a_partition_that_must_wait_stops_the_others_behind_it():
+    # the plan partition waits (at 3) for another worker; the operator's later start may not overtake it
+    m = merger(plan=[("release WO-1042", 3)], operator=[("start WO-1042", 4)])
+    assert m.take(10, {}, before={PLAN: (key_of(at(2)), repr(MACHINE))}) == []
+
+
+def two_workers_fold(events, mine, apart=()):
+    """Two workers, each with a merger over its own partitions and the other's heads as its frontiers,
+    taking in turns one item at a time: the sequence each folds, and the sequence of both."""
     lanes: dict = {}
     for n, (lane, second) in enumerate(events):
         lanes.setdefault(lane, []).append((f"e{n}", second))
     for items in lanes.values():
         items.sort(key=lambda item: item[1])  # a partition's recorded_at grows with its offsets
+    workers = [Merger(lambda item: at(item[1])), Merger(lambda item: at(item[1]))]
+    owner = {lane: 0 if lane in mine else 1 for lane in (PLAN, OPERATOR, MACHINE, MACHINE_2)}
+    for lane, items in lanes.items():
+        for item in items:
+            workers[owner[lane]].add(lane, item)
+    folded: list = []
+    for _ in range(len(events) * 2 + 2):
+        for me, worker in enumerate(workers):
+            other = workers[1 - me]
+            ours = [lane for lane, o in owner.items() if o == me]
+            theirs = [lane for lane, o in owner.items() if o != me]
+            heads = {lane: (0, None if other.head(lane) is None else at(other.head(lane)[1])) for lane in theirs}
+            ends = {lane: other.buffered(lane) for lane in theirs}  # lagging while anything is left
+            waits = frontiers(ours, theirs, ends, heads, apart)
+            folded.extend((lane, item) for lane, item in worker.take(1, {}, before={k: v[0] for k, v in waits.items()}))
+    return lanes, folded
+
+
+PARTITIONS = st.sampled_from([PLAN, OPERATOR, MACHINE, MACHINE_2])
+
+
+@given(st.lists(st.tuples(PARTITIONS, st.integers(0, 20)), max_size=30), st.sets(PARTITIONS, min_size=1, max_size=3))
+def test_workers_that_split_the_partitions_and_wait_for_each_others_frontiers_fold_in_one_order(events, mine):
+    lanes, folded = two_workers_fold(events, mine)
     everything = Merger(lambda item: at(item[1]))
     for lane, items in lanes.items():
         for item in items:
             everything.add(lane, item)
-    expected = [item for _, item in everything.take(len(events) + 1, {})]
-    workers = [Merger(lambda item: at(item[1])), Merger(lambda item: at(item[1]))]
+    assert [item for _, item in folded] == [item for _, item in everything.take(len(events) + 1, {})]
+
+
+@given(st.lists(st.tuples(PARTITIONS, st.integers(0, 20)), max_size=30), st.sets(PARTITIONS, min_size=1, max_size=3))
+def test_with_a_topic_apart_every_pair_of_events_not_both_of_it_keeps_its_acceptance_order(events, mine):
+    lanes, folded = two_workers_fold(events, mine, apart=["mom.machine.events"])
+    assert len(folded) == len(events)
+    place = {item: n for n, (_, item) in enumerate(folded)}
     for lane, items in lanes.items():
-        for item in items:
-            workers[0 if lane in mine else 1].add(lane, item)
-    owner = {lane: 0 if lane in mine else 1 for lane in (PLAN, OPERATOR, MACHINE)}
-    folded = []
-    for _ in range(len(events) * 2 + 2):
-        for me, worker in enumerate(workers):
-            other = workers[1 - me]
-            theirs = [lane for lane, o in owner.items() if o != me]
-            heads = {lane: (0, None if other.head(lane) is None else at(other.head(lane)[1])) for lane in theirs}
-            ends = {lane: other.buffered(lane) for lane in theirs}  # lagging while anything is left
-            least = frontier(theirs, ends, heads)
-            folded.extend(item for _, item in worker.take(1, {}, before=None if least is None else least[0]))
-    assert folded == expected
+        for other_lane, other_items in lanes.items():
+            if lane[0] == other_lane[0] == "mom.machine.events":
+                continue
+            for item in items:
+                for other in other_items:
+                    if (item[1], repr(lane)) < (other[1], repr(other_lane)):
+                        assert place[item] < place[other], (lane, item, other_lane, other)
