@@ -200,7 +200,7 @@ def service(ctx: Context, workload: Workload, n: int, *, replay_events: int, lat
         kind="throughput", service=name, projection_ok=ok, rss_mb=rss, wall_from_process_start_s=timed.wall_s, **extra)
     for workers, r in timed.replays.items():
         key = f"{name}.replay" if workers == 1 else f"{name}.replay_{workers}w"
-        processes = "one process" if workers == 1 else f"one process folding and {workers} sharing the settle (`--workers {workers}`)"
+        processes = "one process" if workers == 1 else f"{workers} processes sharing the fold and the settle (`--workers {workers}`)"
         out[key] = {**r, "kind": "replay", "service": name, "workers": workers, "notes": (
             f"services.common.replay.rebuild (what `mom replay {name}` runs) of the last {r.get('segment_events', r['events']):,} "
             f"events of that stream into an empty schema, {processes}, timed from the first committed position to the "

@@ -224,7 +224,8 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("--into", help="target schema (default: <schema>_replay); dropped and rebuilt")
     replay.add_argument("--no-compare", action="store_true", help="rebuild only")
     replay.add_argument("--workers", type=_positive_int, default=1, metavar="N",
-                        help="processes sharing the work deferred to the end of the fold, such as execution's periods (default 1)")
+                        help="processes that share the fold, each a range of every topic's partitions, and then the work "
+                             "deferred to its end, such as execution's periods (default 1)")
     replay.set_defaults(func=cmd_replay)
 
     report = sub.add_parser("report", help="OEE, downtime Pareto, order progress and WIP from the analyst views")

@@ -4,12 +4,12 @@ The rebuild runs the service's own loop with a fresh consumer group into `<servi
 by the same migrations, thanks to search_path), up to the end offsets its input topics had when the
 replay began. Derived events are not published again: they are on their topic already.
 
-The rebuild folds every input partition in one worker, assigned by hand (`ConsumerLoop.read_only`):
-facts joined across topics keyed differently (an order's release and its operations' starts) meet in
-the order of their acceptance only inside one worker's merge, so a fold shared by several workers
-could apply them in another order. Work a projector defers to the end of a replay (see
-`ConsumerLoop.settle`) depends on the folded facts alone; with `workers` above 1, further processes
-share it once the fold is done (execution: every N-th unit's periods).
+With `workers` N, N processes each fold a share of the input partitions, assigned by hand
+(`ConsumerLoop.read_only`) as Kafka's range assignor would split them, and keep one acceptance order
+between them as live workers do (docs/architecture.md, "Several workers of one service"): the tables
+are the same for any N. Work a projector defers to the end of a replay (see `ConsumerLoop.settle`)
+depends on the folded facts alone; once the fold is done, each process settles its share of it
+(execution: every N-th unit's periods).
 """
 from __future__ import annotations
 
@@ -87,21 +87,43 @@ def _deferring(worker: Worker) -> Worker:
     return worker
 
 
+def split(partitions: list[tuple[str, int]], workers: int) -> list[list[tuple[str, int]]]:
+    """Each worker's share of the partitions, as Kafka's range assignor gives them: every topic's
+    partitions in order, in contiguous ranges, the first workers one more where they do not divide."""
+    shares: list[list[tuple[str, int]]] = [[] for _ in range(workers)]
+    for topic in sorted({t for t, _ in partitions}):
+        mine = sorted(p for p in partitions if p[0] == topic)
+        size, extra = divmod(len(mine), workers)
+        at = 0
+        for i in range(workers):
+            n = size + (1 if i < extra else 0)
+            shares[i].extend(mine[at:at + n])
+            at += n
+    return shares
+
+
 def _helper(settings: Settings, make_spec: Callable[[Settings, Catalogue], ServiceSpec], share: tuple[int, int],
-            timeout_s: float, folded: Any) -> None:
-    """A further process of a rebuild: once the fold is done (`folded`, a multiprocessing event, is set),
-    settle its `share` of the deferred work."""
+            partitions: list[tuple[str, int]], timeout_s: float, folded: Any, applied: Any) -> None:
+    """A further process of a rebuild: fold `partitions` until the fold is done everywhere (`folded`, a
+    multiprocessing event, is set), add the events it applied to `applied`, then settle its `share` of the
+    deferred work."""
     mom_logging.configure(f"{settings.service}-replay", "WARNING")
     worker = _deferring(build_worker(settings, lambda catalogue: make_spec(settings, catalogue)))
+    worker.loop.read_only(partitions)
     settle_heap()
 
     async def run() -> None:
+        task = asyncio.create_task(worker.loop.run())
         try:
             if not await asyncio.to_thread(folded.wait, timeout_s):
-                raise TimeoutError("the folding process never gave the signal to settle")
+                raise TimeoutError("the first process never said the fold was done")
+            worker.loop.stop()
+            await task
+            with applied.get_lock():
+                applied.value += _applied(worker.spec.name)
             await worker.loop.settle(share)
         finally:
-            await worker.close()
+            await worker.close(task)
 
     asyncio.run(run())
 
@@ -109,12 +131,15 @@ def _helper(settings: Settings, make_spec: Callable[[Settings, Catalogue], Servi
 class _Helpers:
     """The further processes of a rebuild, as seen from the folding one."""
 
-    def __init__(self, workers: int, service: str, settings: Settings,
+    def __init__(self, shares: list[list[tuple[str, int]]], service: str, settings: Settings,
                  make_spec: Callable[[Settings, Catalogue], ServiceSpec], timeout_s: float) -> None:
         spawn = multiprocessing.get_context("spawn")  # not fork: this process already holds librdkafka's threads
         self.folded = spawn.Event()
+        self.applied = spawn.Value("q", 0)
+        workers = len(shares)
         self.processes = [spawn.Process(target=_helper, name=f"{service}-replay-{i}", daemon=True,
-                                        args=(settings, make_spec, (i, workers), timeout_s, self.folded))
+                                        args=(settings, make_spec, (i, workers), shares[i], timeout_s, self.folded,
+                                              self.applied))
                           for i in range(1, workers)]
 
     def start(self) -> None:
@@ -149,7 +174,7 @@ async def rebuild(settings: Settings, make_spec: Callable[[Settings, Catalogue],
                   schema: str, *, timeout_s: float = 3600.0, progress: Callable[[int, int], None] = lambda d, t: None,
                   start: dict[tuple[str, int], int] | None = None, workers: int = 1) -> Rebuilt:
     """Replay every input topic from offset 0 (or from `start`, per partition) into `schema` (dropped
-    first): one worker folds, and `workers` processes share the settle (`make_spec` must then be
+    first), by `workers` processes that share the fold and then the settle (`make_spec` must then be
     importable: helpers are started, not forked)."""
     if workers < 1:
         raise ValueError(f"workers={workers}: must be at least 1")
@@ -165,12 +190,13 @@ async def rebuild(settings: Settings, make_spec: Callable[[Settings, Catalogue],
     targets = end_offsets(replay_settings.kafka, worker.spec.input_topics)
     total = sum(targets.values())
     started = time.monotonic()
-    worker.loop.read_only(sorted(targets))
-    helpers = _Helpers(workers, settings.service, replay_settings, make_spec, timeout_s)
+    shares = split(sorted(targets), workers)
+    worker.loop.read_only(shares[0])
+    helpers = _Helpers(shares, settings.service, replay_settings, make_spec, timeout_s)
     applied_before = _applied(worker.spec.name)
     task = asyncio.create_task(worker.loop.run())
     try:
-        helpers.start()  # they build their workers while this one folds
+        helpers.start()
         while True:
             finished, done = _done(admin_url, schema, targets)
             if finished:
@@ -193,7 +219,7 @@ async def rebuild(settings: Settings, make_spec: Callable[[Settings, Catalogue],
         helpers.terminate()
         await worker.close(task)
     progress(total, total)
-    return Rebuilt(time.monotonic() - started, _applied(worker.spec.name) - applied_before, settled)
+    return Rebuilt(time.monotonic() - started, _applied(worker.spec.name) - applied_before + helpers.applied.value, settled)
 
 
 def compare(admin_url: str, live: str, rebuilt: str) -> list[TableDifference]:
