@@ -489,8 +489,9 @@ class ConsumerLoop:
         partition of its own. A worker that holds every input partition (one worker; a replay) asks
         nothing. A service may declare topics whose partitions' facts never bear on each other's
         (ServiceSpec.partitions_apart): their events wait only for the other topics' partitions, so
-        workers that split such a topic fold it side by side instead of by turns. The heads describe the log, not a worker, so they stay true while a position stays put,
-        whoever holds the partition by then (docs/architecture.md, "Several workers of one service")."""
+        workers that split such a topic fold it side by side instead of by turns. The heads describe
+        the log, not a worker, so they stay true while a position stays put, whoever holds the
+        partition by then (docs/architecture.md, "Several workers of one service")."""
         if self._inputs_wanted:
             try:
                 self._inputs = await asyncio.to_thread(self._input_partitions)

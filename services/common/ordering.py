@@ -7,6 +7,10 @@ events a batch may take so that they come in the order ingest accepted them (`re
 event is taken only when every partition that may still hold an earlier one has shown its next event
 (a partition whose end is not known yet holds the others back only up to the idle bound). The same rule as Kafka Streams'
 `max.task.idle.ms`; live and replay then fold the same sequence, batch sizes notwithstanding.
+
+Workers of one service that split the partitions keep that order between them: `frontiers` tells,
+from the next event of each partition another worker holds, where each partition held here must
+stop (see ConsumerLoop._exchange_heads).
 """
 from __future__ import annotations
 
