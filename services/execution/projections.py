@@ -376,11 +376,12 @@ async def save_facts(conn: AsyncConnection, batch: BatchState) -> None:
              "ends_at": event.ends_at, "breaks": json.dumps([[s.isoformat(), e.isoformat()] for s, e in event.breaks]),
              "occurred_at": event.occurred_at, "recorded_at": event.recorded_at})
     for event in batch.lockouts:
-        column = "locked_at" if isinstance(event, EquipmentLockedOut) else "released_at"
+        column = "locked" if isinstance(event, EquipmentLockedOut) else "released"
         await conn.execute(
-            text(f"""INSERT INTO lockouts (equipment_id, work_order_id, {column}, recorded_at)
-                     VALUES (:equipment_id, :work_order_id, :at, :recorded_at)
-                     ON CONFLICT (equipment_id, work_order_id) DO UPDATE SET {column} = excluded.{column},
+            text(f"""INSERT INTO lockouts (equipment_id, work_order_id, {column}_at, {column}_recorded_at, recorded_at)
+                     VALUES (:equipment_id, :work_order_id, :at, :recorded_at, :recorded_at)
+                     ON CONFLICT (equipment_id, work_order_id) DO UPDATE SET {column}_at = excluded.{column}_at,
+                         {column}_recorded_at = excluded.{column}_recorded_at,
                          recorded_at = greatest(lockouts.recorded_at, excluded.recorded_at)"""),
             {"equipment_id": event.equipment_id, "work_order_id": event.work_order_id, "at": event.occurred_at,
              "recorded_at": event.recorded_at})
@@ -697,13 +698,16 @@ async def compute(conn: AsyncConnection, requests: list[Request], shifts: dict[s
                 "hi": TimestamptzArray([high[u] for u in unknown])}):
         states[r.equipment_id].append((r.occurred_at, r.state, r.reason_code, r.recorded_at))
     # Windows that overlap the unit's requested range; open ones (no end yet) always do.
+    # Each with when its lock and its release were recorded: as known at a cutoff, a lock recorded later is
+    # no lockout yet, and a release recorded later leaves it open.
     lockouts: dict[str, list[tuple]] = defaultdict(list)
     for r in await conn.execute(text("""
-            SELECT l.equipment_id, l.locked_at, l.released_at, l.recorded_at
+            SELECT l.equipment_id, l.locked_at, l.released_at, l.locked_recorded_at AS locked_rec,
+                   l.released_recorded_at AS released_rec
             FROM unnest(CAST(:u AS text[]), CAST(:lo AS timestamptz[]), CAST(:hi AS timestamptz[])) AS w(u, lo, hi)
             JOIN lockouts l ON l.equipment_id = w.u AND l.locked_at IS NOT NULL AND l.locked_at < w.hi
                  AND (l.released_at IS NULL OR l.released_at > w.lo)"""), args):
-        lockouts[r.equipment_id].append((r.locked_at, r.released_at, r.recorded_at))
+        lockouts[r.equipment_id].append((r.locked_at, r.released_at, r.locked_rec, r.released_rec))
     windows: dict[str, list[kpi.OrderWindow]] = defaultdict(list)
     for r in await conn.execute(text("""
             SELECT o.order_id, o.equipment_id, o.started_at, o.completed_at
@@ -729,8 +733,10 @@ async def compute(conn: AsyncConnection, requests: list[Request], shifts: dict[s
         cutoff = request.cutoff
         timeline = timelines.get(request.unit)
         unit_states = timeline.window(_time_window(request).start, request.period.end, cutoff) if timeline else []
-        unit_lockouts = [kpi.Lockout(start, end if (cutoff is None or rec <= cutoff) else None)
-                         for start, end, rec in lockouts[request.unit]]
+        unit_lockouts = [kpi.Lockout(start, end if cutoff is None or (released_rec is not None and released_rec <= cutoff)
+                                     else None)
+                         for start, end, locked_rec, released_rec in lockouts[request.unit]
+                         if cutoff is None or locked_rec <= cutoff]
         elements = kpi.compute(_time_window(request), request.known_until, states=unit_states, shifts=shifts.get(request.unit, ()),
                                lockouts=unit_lockouts, orders=windows[request.unit], attendance=attendance[request.unit])
         pq, gq, sq, rq, unrated, ideal_us = counts[i]

@@ -369,3 +369,34 @@ async def test_an_hour_whose_starting_state_was_recorded_after_it_closed_keeps_v
         AND period_start = %s""", unit, at(7))
     assert current == [(0,)]  # down all hour 07, as known now
     await assert_a_replay_equals(prepared, scratch, build_execution, live.db_schema, start)
+
+
+@pytest.mark.parametrize("batch_max_events", [1, 1000])
+async def test_an_hour_whose_lockout_was_recorded_after_it_closed_keeps_version_1_as_then_known(
+        prepared, scratch, batch_max_events):
+    """Hour 07 is closed at +30 s by the change at 08:15. A lockout from 07:20 to 07:40 is only accepted
+    at +40 s: hour 07's figures now hold 20 minutes of planned down time, but its version 1, as known
+    at +30 s, holds none. A replay's settle must compute that version at its cutoff, as the live
+    worker did, not take the hour's figures now."""
+    start = start_at_end(prepared, scratch)
+    run = uuid.uuid4().hex[:6]
+    unit = f"acme{run}.berlin.assembly.line1.press09"
+    now = datetime(2026, 3, 29, 20, tzinfo=UTC)
+    facts = [("EquipmentRegistered", at(0), -2, {"name": "Press", "parent_id": None, "level": "work_unit",
+                                                 "time_zone": None, "capacity_per_hour": None}),
+             ("ShiftScheduled", at(0), -1, {"shift_id": f"S-{run}", "starts_at": at(6), "ends_at": at(10), "breaks": []}),
+             ("MachineStateChanged", at(6), 0, {"state": "RUNNING", "reason_code": None}),
+             ("PartsProduced", at(7 + 10 / 60), 5, {"good": 3, "reject": 0, "order_id": None}),  # closes hour 06
+             ("MachineStateChanged", at(8.25), 30, {"state": "IDLE", "reason_code": None}),  # closes hour 07
+             ("EquipmentLockedOut", at(7 + 20 / 60), 40, {"work_order_id": f"MWO-{run}", "plan_id": None, "reason": None}),
+             ("EquipmentReleased", at(7 + 40 / 60), 40, {"work_order_id": f"MWO-{run}"})]
+    produce_unit_facts(prepared, unit, now, facts)
+    live = replace(scratch, batch_max_events=batch_max_events)
+    await build_live(prepared, live)
+    versions = query(prepared, live.db_schema, """SELECT version, known_at, pdot_s FROM oee_versions
+        WHERE equipment_id = %s AND period = 'hour' AND period_start = %s ORDER BY 1""", unit, at(7))
+    assert versions == [(1, now + timedelta(seconds=30), 0)]  # no lockout known when hour 07 closed
+    current = query(prepared, live.db_schema, """SELECT pdot_s FROM oee WHERE equipment_id = %s AND period = 'hour'
+        AND period_start = %s""", unit, at(7))
+    assert current == [(1200,)]  # 20 minutes locked out, as known now
+    await assert_a_replay_equals(prepared, scratch, build_execution, live.db_schema, start)
