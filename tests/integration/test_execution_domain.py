@@ -400,3 +400,37 @@ async def test_an_hour_whose_lockout_was_recorded_after_it_closed_keeps_version_
         AND period_start = %s""", unit, at(7))
     assert current == [(1200,)]  # 20 minutes locked out, as known now
     await assert_a_replay_equals(prepared, scratch, build_execution, live.db_schema, start)
+
+
+@pytest.mark.parametrize("batch_max_events", [1, 1000])
+async def test_an_hour_closed_while_a_lockout_was_open_keeps_it_in_its_versions_after_a_late_release(
+        prepared, scratch, batch_max_events):
+    """A lockout from 07:00 is released at 07:30, but the release is only accepted at +40 s, after hour
+    08 closed (+30 s). As known then, the unit was locked out all hour 08: version 1 holds an hour of
+    planned down time, and so does version 2, made by a count in it accepted at +35 s; the figures now
+    hold none. In every batching, and in a replay, those versions must come out the same, though the
+    lockout ended before the hour began."""
+    start = start_at_end(prepared, scratch)
+    run = uuid.uuid4().hex[:6]
+    unit = f"acme{run}.berlin.assembly.line1.press10"
+    now = datetime(2026, 3, 29, 20, tzinfo=UTC)
+    facts = [("EquipmentRegistered", at(0), -2, {"name": "Press", "parent_id": None, "level": "work_unit",
+                                                 "time_zone": None, "capacity_per_hour": None}),
+             ("ShiftScheduled", at(0), -1, {"shift_id": f"S-{run}", "starts_at": at(6), "ends_at": at(10), "breaks": []}),
+             ("MachineStateChanged", at(6), 0, {"state": "RUNNING", "reason_code": None}),
+             ("EquipmentLockedOut", at(7), 1, {"work_order_id": f"MWO-{run}", "plan_id": None, "reason": None}),
+             ("PartsProduced", at(8 + 10 / 60), 5, {"good": 3, "reject": 0, "order_id": None}),  # closes hour 07
+             ("MachineStateChanged", at(9 + 10 / 60), 30, {"state": "IDLE", "reason_code": None}),  # closes hour 08
+             ("PartsProduced", at(8.5), 35, {"good": 2, "reject": 0, "order_id": None}),  # hour 08's version 2
+             ("EquipmentReleased", at(7.5), 40, {"work_order_id": f"MWO-{run}"})]
+    produce_unit_facts(prepared, unit, now, facts)
+    live = replace(scratch, batch_max_events=batch_max_events)
+    await build_live(prepared, live)
+    versions = query(prepared, live.db_schema, """SELECT version, known_at, pdot_s FROM oee_versions
+        WHERE equipment_id = %s AND period = 'hour' AND period_start = %s ORDER BY 1""", unit, at(8))
+    # locked out all hour, as known when it closed and when the late count came
+    assert versions == [(1, now + timedelta(seconds=30), 3600), (2, now + timedelta(seconds=35), 3600)]
+    current = query(prepared, live.db_schema, """SELECT pdot_s FROM oee WHERE equipment_id = %s AND period = 'hour'
+        AND period_start = %s""", unit, at(8))
+    assert current == [(0,)]
+    await assert_a_replay_equals(prepared, scratch, build_execution, live.db_schema, start)
