@@ -378,13 +378,14 @@ async def save_facts(conn: AsyncConnection, batch: BatchState) -> None:
     for event in batch.lockouts:
         column = "locked" if isinstance(event, EquipmentLockedOut) else "released"
         await conn.execute(
-            text(f"""INSERT INTO lockouts (equipment_id, work_order_id, {column}_at, {column}_recorded_at, recorded_at)
-                     VALUES (:equipment_id, :work_order_id, :at, :recorded_at, :recorded_at)
+            text(f"""INSERT INTO lockouts (equipment_id, work_order_id, {column}_at, {column}_recorded_at,
+                                           {column}_event_id, recorded_at)
+                     VALUES (:equipment_id, :work_order_id, :at, :recorded_at, :event_id, :recorded_at)
                      ON CONFLICT (equipment_id, work_order_id) DO UPDATE SET {column}_at = excluded.{column}_at,
-                         {column}_recorded_at = excluded.{column}_recorded_at,
+                         {column}_recorded_at = excluded.{column}_recorded_at, {column}_event_id = excluded.{column}_event_id,
                          recorded_at = greatest(lockouts.recorded_at, excluded.recorded_at)"""),
             {"equipment_id": event.equipment_id, "work_order_id": event.work_order_id, "at": event.occurred_at,
-             "recorded_at": event.recorded_at})
+             "recorded_at": event.recorded_at, "event_id": event.event_id})
     for event in batch.attendance:
         if isinstance(event, OperatorSignedIn):
             await conn.execute(
@@ -1039,6 +1040,14 @@ async def _versions_at_cutoffs(conn: AsyncConnection, closed: list[Request], shi
                 SELECT recorded_at, event_id FROM state_changes WHERE equipment_id = w.u AND occurred_at >= w.lo AND occurred_at < w.hi
                 UNION ALL SELECT recorded_at, event_id FROM production WHERE equipment_id = w.u AND occurred_at >= w.lo AND occurred_at < w.hi
                 UNION ALL SELECT recorded_at, event_id FROM scrap WHERE equipment_id = w.u AND occurred_at >= w.lo AND occurred_at < w.hi
+                -- a lock, once recorded, covers the period if the lockout as then known overlaps it (open
+                -- while its release is not recorded); a release, once recorded, uncovers what lies past it
+                UNION ALL SELECT locked_recorded_at, coalesce(locked_event_id, 'lockout:' || work_order_id) FROM lockouts
+                    WHERE equipment_id = w.u AND locked_at < w.hi
+                      AND (released_at IS NULL OR released_recorded_at > locked_recorded_at OR released_at > w.lo)
+                UNION ALL SELECT released_recorded_at, coalesce(released_event_id, 'release:' || work_order_id) FROM lockouts
+                    WHERE equipment_id = w.u AND locked_at < w.hi AND released_at < w.hi
+                      AND locked_recorded_at <= released_recorded_at
             ) y WHERE recorded_at > c.closed_at GROUP BY recorded_at) f ON true
         LEFT JOIN LATERAL (
             SELECT count(*) AS versions FROM period_versions

@@ -372,12 +372,12 @@ async def test_an_hour_whose_starting_state_was_recorded_after_it_closed_keeps_v
 
 
 @pytest.mark.parametrize("batch_max_events", [1, 1000])
-async def test_an_hour_whose_lockout_was_recorded_after_it_closed_keeps_version_1_as_then_known(
+async def test_a_lockout_recorded_after_its_hour_closed_revises_it_and_version_1_stays_as_then_known(
         prepared, scratch, batch_max_events):
     """Hour 07 is closed at +30 s by the change at 08:15. A lockout from 07:20 to 07:40 is only accepted
-    at +40 s: hour 07's figures now hold 20 minutes of planned down time, but its version 1, as known
-    at +30 s, holds none. A replay's settle must compute that version at its cutoff, as the live
-    worker did, not take the hour's figures now."""
+    at +40 s: hour 07's version 1, as known at +30 s, holds no planned down time, and the lockout makes
+    version 2 with 20 minutes of it. A replay's settle must compute version 1 at its cutoff, as the
+    live worker did, not take the hour's figures now."""
     start = start_at_end(prepared, scratch)
     run = uuid.uuid4().hex[:6]
     unit = f"acme{run}.berlin.assembly.line1.press09"
@@ -395,10 +395,11 @@ async def test_an_hour_whose_lockout_was_recorded_after_it_closed_keeps_version_
     await build_live(prepared, live)
     versions = query(prepared, live.db_schema, """SELECT version, known_at, pdot_s FROM oee_versions
         WHERE equipment_id = %s AND period = 'hour' AND period_start = %s ORDER BY 1""", unit, at(7))
-    assert versions == [(1, now + timedelta(seconds=30), 0)]  # no lockout known when hour 07 closed
-    current = query(prepared, live.db_schema, """SELECT pdot_s FROM oee WHERE equipment_id = %s AND period = 'hour'
-        AND period_start = %s""", unit, at(7))
-    assert current == [(1200,)]  # 20 minutes locked out, as known now
+    assert versions == [(1, now + timedelta(seconds=30), 0),  # no lockout known when hour 07 closed
+                        (2, now + timedelta(seconds=40), 1200)]  # 20 minutes locked out, as known now
+    current = query(prepared, live.db_schema, """SELECT version, pdot_s FROM oee WHERE equipment_id = %s
+        AND period = 'hour' AND period_start = %s""", unit, at(7))
+    assert current == [(2, 1200)]
     await assert_a_replay_equals(prepared, scratch, build_execution, live.db_schema, start)
 
 
@@ -407,9 +408,9 @@ async def test_an_hour_closed_while_a_lockout_was_open_keeps_it_in_its_versions_
         prepared, scratch, batch_max_events):
     """A lockout from 07:00 is released at 07:30, but the release is only accepted at +40 s, after hour
     08 closed (+30 s). As known then, the unit was locked out all hour 08: version 1 holds an hour of
-    planned down time, and so does version 2, made by a count in it accepted at +35 s; the figures now
-    hold none. In every batching, and in a replay, those versions must come out the same, though the
-    lockout ended before the hour began."""
+    planned down time, and so does version 2, made by a count in it accepted at +35 s. The release makes
+    version 3, with none, and version 2 of hour 07, with half an hour. In every batching, and in a
+    replay, those versions must come out the same, though the lockout ended before hour 08 began."""
     start = start_at_end(prepared, scratch)
     run = uuid.uuid4().hex[:6]
     unit = f"acme{run}.berlin.assembly.line1.press10"
@@ -428,9 +429,10 @@ async def test_an_hour_closed_while_a_lockout_was_open_keeps_it_in_its_versions_
     await build_live(prepared, live)
     versions = query(prepared, live.db_schema, """SELECT version, known_at, pdot_s FROM oee_versions
         WHERE equipment_id = %s AND period = 'hour' AND period_start = %s ORDER BY 1""", unit, at(8))
-    # locked out all hour, as known when it closed and when the late count came
-    assert versions == [(1, now + timedelta(seconds=30), 3600), (2, now + timedelta(seconds=35), 3600)]
-    current = query(prepared, live.db_schema, """SELECT pdot_s FROM oee WHERE equipment_id = %s AND period = 'hour'
-        AND period_start = %s""", unit, at(8))
-    assert current == [(0,)]
+    # locked out all hour, as known when it closed and when the late count came; then released
+    assert versions == [(1, now + timedelta(seconds=30), 3600), (2, now + timedelta(seconds=35), 3600),
+                        (3, now + timedelta(seconds=40), 0)]
+    hour_07 = query(prepared, live.db_schema, """SELECT version, known_at, pdot_s FROM oee_versions
+        WHERE equipment_id = %s AND period = 'hour' AND period_start = %s ORDER BY 1""", unit, at(7))
+    assert hour_07 == [(1, now + timedelta(seconds=5), 3600), (2, now + timedelta(seconds=40), 1800)]
     await assert_a_replay_equals(prepared, scratch, build_execution, live.db_schema, start)
