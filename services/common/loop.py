@@ -371,6 +371,12 @@ class ConsumerLoop:
             await self._exchange_heads()
         batch = self._take()
         self._flow()
+        if not batch.items and self._frontier and self._round is not None:
+            # Held by another worker: its next event may come before this round's records, while this
+            # worker's next event lies past the round's bounds (it arrived after the round began) and
+            # holds that worker back. Each waiting for the other would wait for ever; a new round takes
+            # in everything fetched, so the earliest event of all can always go.
+            self._round = None
         if not batch.spans:
             return 0
         self._start_prefetch()

@@ -603,3 +603,29 @@ def test_the_buffer_bound_is_shared_by_the_partitions_that_bring_records_not_by_
     loop._flow()
     # a share of the bound among all 24 would have paused both, at a quarter of it
     assert loop._consumer.paused == [(TOPIC, 0)]
+
+
+def test_a_worker_held_by_another_begins_a_new_round_so_a_record_that_came_after_the_round_can_go():
+    """Held by another worker (the frontier), a worker whose round holds only records that must wait
+    begins a new round: a record of another partition that arrived after the round began, and that may
+    be the earliest event of all, could otherwise never be taken while the other worker waits for it."""
+    from services.common.ordering import key_of
+
+    committed = []
+
+    async def commit(batch):
+        committed.append([i.event.event_id for i in batch.items])
+
+    t = [AT.replace(second=s) for s in range(4)]
+    first = [FakeRecord(0, 0, state_bytes("p0-late", t[2]))]
+    second = [FakeRecord(1, 0, state_bytes("p1-early", t[0]))]
+    loop, _ = make_running_loop({(TOPIC, 0): 0, (TOPIC, 1): 0}, [first, second], commit)
+    loop._frontier = {(TOPIC, 0): (key_of(t[1]), "")}  # another worker's next event, at t1, holds partition 0
+
+    async def scenario():
+        await loop.run_once()  # the round holds p0-late alone, which must wait
+        await loop.run_once()  # p1-early came after that round began
+        await loop._drop_prefetch()
+
+    asyncio.run(scenario())
+    assert committed == [["p1-early"]]
