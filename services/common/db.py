@@ -311,7 +311,7 @@ async def advance_positions(conn: AsyncConnection, spans: Sequence[Span]) -> Non
         raise StalePosition(f"{len(spans) - result.rowcount} of {len(spans)} partitions moved under this batch")
 
 
-# Each partition's next record as its worker fetched it (see ConsumerLoop._read_frontier). It describes the
+# Each partition's next record as its worker fetched it (see ConsumerLoop._exchange_heads). It describes the
 # log, not the worker: the record at an offset never changes, so the value holds while the position stays
 # where it was published for, whoever holds the partition by then.
 POSITION_HEADS_DDL = "ALTER TABLE positions ADD COLUMN head_recorded_at timestamptz"

@@ -87,7 +87,7 @@ def _deferring(worker: Worker) -> Worker:
     return worker
 
 
-def split(partitions: list[tuple[str, int]], workers: int) -> list[list[tuple[str, int]]]:
+def ranges(partitions: list[tuple[str, int]], workers: int) -> list[list[tuple[str, int]]]:
     """Each worker's share of the partitions, as Kafka's range assignor gives them: every topic's
     partitions in order, in contiguous ranges, the first workers one more where they do not divide."""
     shares: list[list[tuple[str, int]]] = [[] for _ in range(workers)]
@@ -129,7 +129,7 @@ def _helper(settings: Settings, make_spec: Callable[[Settings, Catalogue], Servi
 
 
 class _Helpers:
-    """The further processes of a rebuild, as seen from the folding one."""
+    """The further processes of a rebuild, as seen from the first one (which also folds, and watches the positions)."""
 
     def __init__(self, shares: list[list[tuple[str, int]]], service: str, settings: Settings,
                  make_spec: Callable[[Settings, Catalogue], ServiceSpec], timeout_s: float) -> None:
@@ -190,7 +190,7 @@ async def rebuild(settings: Settings, make_spec: Callable[[Settings, Catalogue],
     targets = end_offsets(replay_settings.kafka, worker.spec.input_topics)
     total = sum(targets.values())
     started = time.monotonic()
-    shares = split(sorted(targets), workers)
+    shares = ranges(sorted(targets), workers)
     worker.loop.read_only(shares[0])
     helpers = _Helpers(shares, settings.service, replay_settings, make_spec, timeout_s)
     applied_before = _applied(worker.spec.name)
