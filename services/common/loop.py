@@ -46,7 +46,7 @@ from services.common.db import (
     load_positions,
     publish_heads,
 )
-from services.common.ordering import Merger, frontiers, key_of
+from services.common.ordering import FIRST, Merger, frontiers, key_of
 
 log = logging.getLogger(__name__)
 
@@ -397,10 +397,11 @@ class ConsumerLoop:
         fetched = self._fetched
         decode = self._codec.decode
         makers = self._makers
-        add = self._merger.add
+        appender = self._merger.appender
         entry = _Entry
         last_tp = None
         position = None
+        append = None
         for record in records:
             error = record.error()
             if error is not None:
@@ -411,8 +412,9 @@ class ConsumerLoop:
             if tp != last_tp:
                 last_tp = tp
                 position = max(positions.get(tp, -1), fetched.get(tp, -1)) if tp in positions else None
+                append = appender(tp) if position is not None else None
             offset = record.offset()
-            if position is None or offset < position:
+            if append is None or offset < position:
                 continue  # not ours any more, already buffered, or processed before a restart
             position = fetched[tp] = offset + 1
             event_type = None
@@ -424,12 +426,15 @@ class ConsumerLoop:
                 except KeyError:
                     make = makers[event_type] = self._spec.events.maker(event_type)
                 if make is None:
-                    add(tp, entry(offset, None, None, body.get("recorded_at")))
+                    recorded_at = body.get("recorded_at")
+                    append((key_of(recorded_at), entry(offset, None, None, recorded_at)))
                     continue
                 event = make(body)
-                add(tp, entry(offset, event, None, event.recorded_at))
+                recorded_at = event.recorded_at
+                append((recorded_at.timestamp() if recorded_at is not None else FIRST,  # key_of, inlined
+                        entry(offset, event, None, recorded_at)))
             except (DecodeError, TypeError, KeyError, ValueError) as exc:
-                add(tp, entry(offset, None, self._dead_letter(tp, offset, event_type, f"decode: {exc}", value), None))
+                append((FIRST, entry(offset, None, self._dead_letter(tp, offset, event_type, f"decode: {exc}", value), None)))
 
     def _step_over_markers(self) -> None:
         """Move each partition's fetched offset to the consumer's position. A topic written in Kafka

@@ -26,15 +26,26 @@ Lane = Hashable
 
 class Merger(Generic[Item]):
     """Per-partition buffers, and the rule for what may be taken now. Pure: the caller says which
-    partitions are lagging (may hold unfetched events) and how long each has been empty."""
+    partitions are lagging (may hold unfetched events) and how long each has been empty.
+
+    Each buffer holds (key, item) pairs, the key (`key_of` the item's recorded_at) worked out once, as
+    the item comes in."""
 
     def __init__(self, recorded_at: Callable[[Item], datetime | None], offset: Callable[[Item], int] = lambda _: 0) -> None:
         self._recorded_at = recorded_at
         self._offset = offset
-        self._lanes: dict[Lane, deque[Item]] = {}
+        self._lanes: dict[Lane, deque[tuple[float, Item]]] = {}
 
     def add(self, lane: Lane, item: Item) -> None:
-        self._lanes.setdefault(lane, deque()).append(item)
+        self.appender(lane)((key_of(self._recorded_at(item)), item))
+
+    def appender(self, lane: Lane) -> Callable[[tuple[float, Item]], None]:
+        """What `add` does, for a caller that adds many items to one partition and knows their keys: a
+        function taking (`key_of` the item's recorded_at, item)."""
+        queue = self._lanes.get(lane)
+        if queue is None:
+            queue = self._lanes[lane] = deque()
+        return queue.append
 
     def drop(self, lane: Lane) -> None:
         """Forget a partition's buffer (revoked, or re-sought to its stored position)."""
@@ -43,7 +54,7 @@ class Merger(Generic[Item]):
     def head(self, lane: Lane) -> Item | None:
         """A partition's first buffered item, if any."""
         queue = self._lanes.get(lane)
-        return queue[0] if queue else None
+        return queue[0][1] if queue else None
 
     def buffered(self, lane: Lane) -> int:
         return len(self._lanes.get(lane, ()))
@@ -51,7 +62,7 @@ class Merger(Generic[Item]):
     def holds_below(self, lane: Lane, bound: int) -> bool:
         """Whether a partition's buffer holds an item whose offset lies below `bound`."""
         queue = self._lanes.get(lane)
-        return bool(queue) and self._offset(queue[0]) < bound  # type: ignore[index]
+        return bool(queue) and self._offset(queue[0][1]) < bound  # type: ignore[index]
 
     def __len__(self) -> int:
         return sum(len(q) for q in self._lanes.values())
@@ -71,38 +82,44 @@ class Merger(Generic[Item]):
         another worker has yet to fold that this partition's events must wait for (see `frontiers`).
         Items without a recorded_at (undecodable) go first in their partition's turn.
         """
-        def ready(lane: Lane, queue: deque[Item]) -> bool:
-            return bool(queue) and (bounds is None or self._offset(queue[0]) < bounds.get(lane, 0))
+        offset = self._offset
+        lanes = self._lanes
 
-        blocked = [lane for lane, waiting in waiting_on.items() if waiting and not ready(lane, self._lanes.get(lane, deque()))]
-        if blocked:
+        def ready(lane: Lane, queue: deque[tuple[float, Item]]) -> bool:
+            return bool(queue) and (bounds is None or offset(queue[0][1]) < bounds.get(lane, 0))
+
+        if any(waiting and not ready(lane, lanes.get(lane, deque())) for lane, waiting in waiting_on.items()):
             return []
         heap: list[tuple[float, int, Lane]] = []
-        order = {lane: i for i, lane in enumerate(sorted(self._lanes, key=repr))}
-        for lane, queue in self._lanes.items():
+        order = {lane: i for i, lane in enumerate(sorted(lanes, key=repr))}
+        for lane, queue in lanes.items():
             if ready(lane, queue):
-                heapq.heappush(heap, (self._key(queue[0]), order[lane], lane))
+                heap.append((queue[0][0], order[lane], lane))
+        heapq.heapify(heap)
         taken: list[tuple[Lane, Item]] = []
+        append = taken.append
         while heap and len(taken) < limit:
-            if before and (bound := before.get(heap[0][2])) is not None and (heap[0][0], repr(heap[0][2])) >= bound:
+            key, rank, lane = heap[0]
+            if before and (bound := before.get(lane)) is not None and (key, repr(lane)) >= bound:
                 break  # another worker's partition holds an earlier event it has not folded yet
-            _, rank, lane = heapq.heappop(heap)
-            queue = self._lanes[lane]
-            taken.append((lane, queue.popleft()))
-            if ready(lane, queue):
-                heapq.heappush(heap, (self._key(queue[0]), rank, lane))
-            elif waiting_on.get(lane):
+            queue = lanes[lane]
+            append((lane, queue.popleft()[1]))
+            if queue and (bounds is None or offset(queue[0][1]) < bounds.get(lane, 0)):
+                heapq.heapreplace(heap, (queue[0][0], rank, lane))
+                continue
+            heapq.heappop(heap)
+            if waiting_on.get(lane):
                 break  # this partition's next event is unknown: nothing later may go before it
         return taken
 
-    def _key(self, item: Item) -> float:
-        return key_of(self._recorded_at(item))
+
+FIRST = float("-inf")  # the key of an item without a recorded_at (undecodable): first in its partition's turn
 
 
 def key_of(recorded_at: datetime | None) -> float:
     """Where an event falls in acceptance order; ties go by partition, as `repr` of its lane sorts (the same
     in every worker, whatever partitions each holds)."""
-    return float("-inf") if recorded_at is None else recorded_at.timestamp()
+    return FIRST if recorded_at is None else recorded_at.timestamp()
 
 
 def frontiers(own: Iterable[tuple[str, int]], others: Iterable[tuple[str, int]], ends: Mapping[tuple[str, int], int],

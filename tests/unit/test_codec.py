@@ -1,11 +1,22 @@
 """The Avro codec: both framings round-trip, foreign bytes are refused with a reason."""
+import dataclasses
+import io
 import json
 import struct
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import fastavro
 import pytest
 
-from services.common.avro import CONFLUENT_MAGIC, DecodeError, EventMapper, SingleObjectCodec, codec_for
+from services.common.avro import (
+    CONFLUENT_MAGIC,
+    DecodeError,
+    EventMapper,
+    SingleObjectCodec,
+    _slot_setters,
+    _utc_from_micros,
+    codec_for,
+)
 from services.common.catalogue import Catalogue
 from services.common.settings import REPO_ROOT
 from services.execution.events import DowntimeEnded, MachineStateChanged
@@ -152,3 +163,57 @@ def _sample(schema, when):
         return {"string": f"s{i}", "long": i, "int": i, "double": 1.5, "float": 0.5, "boolean": True,
                 "bytes": b"b", "null": None}[t]
     return {f["name"]: value(f["type"], i) for i, f in enumerate(schema["fields"])}
+
+
+def test_the_direct_constructor_sets_what_init_sets_and_falls_back_on_other_fields():
+    make = EventMapper([MachineStateChanged]).maker("MachineStateChanged")
+    reordered = dict(reversed(list(RECORD.items())))
+    assert make(reordered) == MachineStateChanged(**RECORD)
+    # as many fields as the class, but one named otherwise: mapped as the general path maps it (the
+    # unknown field dropped, the missing one defaulted)
+    renamed = {**{k: v for k, v in RECORD.items() if k != "reason_code"}, "reason": "JAM"}
+    assert make(renamed) == MachineStateChanged(**{**RECORD, "reason_code": None})
+    with pytest.raises(TypeError, match="state"):  # a required field missing is refused, as __init__ refuses it
+        make({**{k: v for k, v in RECORD.items() if k != "state"}, "status": "DOWN"})
+    # fewer fields: the defaults fill in
+    assert make({k: v for k, v in RECORD.items() if k != "correlation_id"}) == MachineStateChanged(**RECORD)
+
+
+def test_a_class_whose_init_does_more_than_store_keeps_its_init():
+    @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+    class Checked(MachineStateChanged):
+        def __post_init__(self) -> None:
+            if self.state not in ("RUNNING", "DOWN"):
+                raise ValueError(f"state: {self.state!r} is not a state")
+
+    make = EventMapper([Checked]).maker("Checked")
+    assert make(RECORD) == Checked(**RECORD)
+    with pytest.raises(ValueError, match="state"):
+        make({**RECORD, "state": "ASLEEP"})
+    assert _slot_setters(Checked) is None
+    assert _slot_setters(MachineStateChanged) is not None
+
+
+@pytest.mark.parametrize("micros", [0, 1, 499_999, 500_000, 1_793_700_000_123_456, 2**32 * 1_000_000 - 1,
+                                    2**32 * 1_000_000, 2**32 * 1_000_000 + 500_001, -1, -1_500_000, 253_402_300_799_999_999])
+def test_timestamps_turn_into_the_datetimes_fastavro_gives(micros):
+    assert _utc_from_micros(micros) == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+    assert _utc_from_micros(micros).tzinfo is UTC
+
+
+def test_records_are_written_as_fastavro_writes_them_whatever_their_timestamps():
+    codec = SingleObjectCodec(CATALOGUE)
+    schema = codec._writers["MachineStateChanged"]
+    naive = {**RECORD, "occurred_at": datetime(2026, 11, 2, 6, 0, 0, 123456), "recorded_at": 1_793_700_000_000_001}
+    for record in (RECORD, naive):
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, schema, record)
+        assert codec.encode("MachineStateChanged", record)[10:] == out.getvalue()
+    with pytest.raises((TypeError, ValueError, AttributeError)):
+        codec.encode("MachineStateChanged", {**RECORD, "occurred_at": "yesterday"})
+    assert RECORD["occurred_at"] == AT  # the caller's record is left as it was
+
+
+def test_to_record_gives_every_field_in_order():
+    event = MachineStateChanged(**RECORD)
+    assert list(EventMapper([MachineStateChanged]).to_record(event).items()) == list(RECORD.items())

@@ -77,6 +77,23 @@ def test_any_batch_size_yields_the_same_sequence(items, size):
     assert run(size) == run(1000)
 
 
+@given(st.lists(st.tuples(st.sampled_from([PLAN, OPERATOR]), st.one_of(st.none(), st.floats(0, 100))), max_size=40),
+       st.integers(1, 7))
+def test_items_added_with_their_keys_leave_as_items_added_one_by_one(items, size):
+    one_by_one = Merger(lambda item: None if item[1] is None else at(item[1]))
+    keyed = Merger(lambda item: None if item[1] is None else at(item[1]))
+    appenders = {lane: keyed.appender(lane) for lane in (PLAN, OPERATOR)}
+    for i, (lane, stamp) in enumerate(items):
+        one_by_one.add(lane, (i, stamp))
+        appenders[lane]((key_of(None if stamp is None else at(stamp)), (i, stamp)))
+    assert len(keyed) == len(one_by_one) == len(items)
+    while len(one_by_one):
+        waiting = {PLAN: False, OPERATOR: False}
+        assert keyed.head(PLAN) == one_by_one.head(PLAN)
+        assert keyed.take(size, waiting) == one_by_one.take(size, waiting)
+    assert len(keyed) == 0
+
+
 # -- several workers: what the partitions other workers hold make each partition wait for ------------------
 
 MACHINE, MACHINE_2 = ("mom.machine.events", 1), ("mom.machine.events", 4)
