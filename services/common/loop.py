@@ -12,7 +12,7 @@ Per batch, in order:
      add derived events to the outbox, keep undecodable records in dead_letters, advance positions;
   4. after commit: wake the outbox relay (if the batch added outbox rows), report metrics, commit offsets
      to Kafka as a lag hint.
-Step 1 of the next batch overlaps steps 3 and 4 of this one (see run_once).
+Steps 1 and 2 of the next batch overlap steps 3 and 4 of this one (see run_once and _fetch).
 """
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ STARVED_S = 60.0  # a partition known to lag that delivers nothing this long is 
 STARVED_CHECK_S = 5.0
 ENDS_TIMEOUT_S = 5.0  # how long asking the broker for the partitions' ends may take (see _begin_round)
 HELD_WARN_S = 30.0  # held back this long by a partition another worker holds: say which (see _exchange_heads)
+DECODE_SLICE = 250  # records a prefetch decodes before it gives way to the commit it overlaps (see _fetch)
 
 
 class Projector(Protocol):
@@ -154,7 +155,9 @@ class ConsumerLoop:
         self._filling_since: float | None = None
         self._paused: set[tuple[str, int]] = set()  # partitions whose buffer is full (see _flow)
         self._resync_pending = False  # a commit failed: seek to the stored positions before reading on
-        self._prefetch: asyncio.Future | None = None  # consume() of the next batch, running while one commits
+        self._prefetch: asyncio.Future | None = None  # _fetch of the next batch, running while one commits
+        self._forgotten = 0  # partitions forgotten so far (see _forget, _fetch)
+        self._committing = False  # a batch's commit runs: a prefetch may fetch again (see _fetch)
         self._makers: dict[str, Callable[[Any], Any] | None] = {}  # event type -> record-to-event, None if unused
         self._ends: dict[tuple[str, int], int] = {}  # end offsets asked for (at assignment, and see _begin_round)
         self._fixed: list[tuple[str, int]] | None = None  # see read_only
@@ -245,6 +248,7 @@ class ConsumerLoop:
         to read the stored positions; a consumer call on the event loop would wait for the handle, and
         neither would ever go on. on_assign resumes the partitions it assigns itself."""
         self._merger.drop(tp)
+        self._forgotten += 1  # a prefetch decodes no further until the commit is done (see _fetch)
         self._round = None  # its bounds were asked for another assignment, or other buffers
         self._fetched.pop(tp, None)
         self._empty_since.pop(tp, None)
@@ -317,12 +321,13 @@ class ConsumerLoop:
             self._send_hint()
 
     def _start_prefetch(self) -> None:
-        """Start consuming the next batch in a thread while this one commits (see run_once)."""
+        """Start fetching the next batch while this one commits (see run_once and _fetch)."""
         if self._prefetch is None and not self._stopping.is_set():
-            self._prefetch = asyncio.ensure_future(asyncio.to_thread(self._consumer.consume, self._max, self._wait))
+            self._prefetch = asyncio.ensure_future(self._fetch(ahead=True))
 
     async def _drop_prefetch(self) -> None:
-        """Wait for a prefetch to finish and discard its records: the caller seeks to stored positions."""
+        """Wait for a prefetch to finish; the caller then seeks to the stored positions, which drops what it
+        buffered (_forget)."""
         prefetch, self._prefetch = self._prefetch, None
         if prefetch is not None:
             try:
@@ -330,34 +335,75 @@ class ConsumerLoop:
             except Exception:  # noqa: BLE001 - what it read is dropped anyway; a lasting error comes back
                 log.debug("prefetch failed", exc_info=True)
 
-    async def _next_records(self) -> list:
+    async def _fetch(self, ahead: bool = False) -> tuple[int, list]:
+        """consume() in a thread, then decode what it brought into the buffers; returns how many records
+        the last consume() brought, and those left to decode.
+
+        As a prefetch (`ahead`), the decoding runs while the batch before commits, in slices of
+        DECODE_SLICE records that give way to the event loop: the main thread decodes while the commit
+        waits on PostgreSQL, and the commit goes on within a slice's time once PostgreSQL has answered.
+        While the commit still runs and a lagging partition holds fewer records than the next batch will
+        want of it (_wants_more), the prefetch pauses the full partitions (_flow) and consumes again: the
+        next batch then need not stop short where that partition runs dry, nor wait for a fetch of its own.
+
+        Decoding drops records below max(position, fetched). While the commit runs, the position it will
+        store is not yet the in-memory one; but every partition it covers was fetched past that position,
+        so the same records drop either way. That holds until a partition is forgotten (an assignment
+        inside this consume(), which seeks to the positions stored before the commit, or a seek after a
+        failed commit): from then on, the records are left to decode after the commit (run_once)."""
+        forgotten = self._forgotten
+        while True:
+            records = await asyncio.to_thread(self._consumer.consume, self._max, self._wait)
+            for at in range(0, len(records), DECODE_SLICE):
+                if at:
+                    await asyncio.sleep(0)
+                if self._forgotten != forgotten:
+                    return len(records), records[at:]
+                self._decode(records[at:at + DECODE_SLICE])
+            if not (ahead and self._committing and not self._stopping.is_set() and self._wants_more()):
+                return len(records), []
+            self._flow()
+
+    def _wants_more(self) -> bool:
+        """Whether a partition that lags (its end lies past what was fetched of it) holds fewer buffered
+        records than a batch takes of it (as _should_fill reckons), with the buffers below half their bound."""
+        if len(self._merger) >= BUFFER_BOUND // 2:
+            return False
+        lagging = [tp for tp, position in self._positions.items() if self._lags(tp, position)]
+        if not lagging:
+            return False
+        enough = max(1, self._max // (2 * len(lagging)))
+        return any(self._merger.buffered(tp) < enough for tp in lagging)
+
+    async def _next_records(self) -> tuple[int, list]:
         prefetch, self._prefetch = self._prefetch, None
         if prefetch is not None:
             return await prefetch
-        return await asyncio.to_thread(self._consumer.consume, self._max, self._wait)
+        return await self._fetch()
 
     async def run_once(self) -> int:
         """Consume and commit one batch; returns the number of records it covered.
 
-        While a batch commits, consume() of the next one already runs in its thread (the prefetch):
-        the database round trips and the broker fetch overlap. The prefetched records are decoded
-        only after the commit finished and _after_commit moved the in-memory positions, so the next
-        batch's spans start at the stored positions. When the commit is refused (StalePosition) or the
-        database is away, the prefetch is awaited and dropped before seeking to the stored positions.
+        While a batch commits, consume() of the next one already runs in its thread (the prefetch), and
+        its records are decoded into the buffers while the commit waits on PostgreSQL (_fetch): the
+        database round trips, the broker fetch and the decoding overlap. The next batch is taken only
+        after the commit finished and _after_commit moved the in-memory positions, so its spans start at
+        the stored positions. When the commit is refused (StalePosition) or the database is away, the
+        prefetch is awaited, and the seek to the stored positions drops what it buffered.
         A rebalance inside the prefetching consume() runs on_revoke/on_assign as before: on_assign
         reads the stored positions through the event loop (free while the commit awaits PostgreSQL)
         and seeks there; records below a position are dropped by _decode; and a batch whose partition
         moved to another worker meanwhile is refused by the conditional position update.
         """
-        records = await self._next_records()
+        fetched, undecoded = await self._next_records()
         self._send_hint()
         self.last_progress = time.time()
         metrics.LAST_PROGRESS.labels(self._name).set(self.last_progress)
         started = time.perf_counter()
-        near_tail = len(records) < self._max
-        if records:
-            self._decode(records)
-        del records
+        near_tail = fetched < self._max
+        if undecoded:
+            self._decode(undecoded)
+        del undecoded
         if near_tail:
             self._step_over_markers()
         self._watch_starving()
@@ -380,14 +426,18 @@ class ConsumerLoop:
         if not batch.spans:
             return 0
         self._start_prefetch()
+        self._committing = True
         try:
             await self._commit_whole_or_in_parts(batch)
         except StalePosition as exc:
+            self._committing = False
             metrics.STALE_BATCHES.labels(self._name).inc()
             log.warning("batch refused: position moved", extra={"fields": {"error": str(exc)}})
             await self._drop_prefetch()
             await self._resync()
             return 0
+        finally:
+            self._committing = False  # the prefetch fetches no further (see _fetch)
         self._after_commit(batch, started)
         return sum(n - s for s, n in batch.spans.values())
 

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 
 from services.common.avro import EventMapper, SingleObjectCodec
 from services.common.catalogue import Catalogue
-from services.common.loop import ConsumerLoop, ServiceSpec
+from services.common.loop import DECODE_SLICE, ConsumerLoop, ServiceSpec
 from services.execution.events import MachineStateChanged, PartsProduced
 
 CATALOGUE = Catalogue.load()
@@ -125,6 +125,7 @@ def test_partitions_are_interleaved_by_acceptance_time_keeping_each_partitions_o
 # -- the prefetch: consume() of the next batch overlaps the commit of this one -------------------------
 
 import asyncio  # noqa: E402
+import time  # noqa: E402
 
 from services.common.db import StalePosition  # noqa: E402
 
@@ -201,6 +202,110 @@ def test_the_next_batch_is_consumed_during_the_commit_and_its_span_starts_where_
     asyncio.run(scenario())
     assert committed == [{(TOPIC, 0): [0, 2]}, {(TOPIC, 0): [2, 3]}]
     assert loop._positions[(TOPIC, 0)] == 3
+
+
+def test_the_prefetch_decodes_while_the_commit_waits_in_slices_that_give_way_to_it():
+    seen_during_commit = []
+
+    async def commit(batch):
+        deadline = time.monotonic() + 10
+        while loop._merger.buffered((TOPIC, 0)) < 3 * DECODE_SLICE and time.monotonic() < deadline:
+            await asyncio.sleep(0)  # the commit's round trips: the prefetch decodes between them
+            seen_during_commit.append(loop._merger.buffered((TOPIC, 0)))
+
+    first = [FakeRecord(0, 0, state_bytes("a"))]
+    second = [FakeRecord(0, i, state_bytes(f"e{i}")) for i in range(1, 1 + 3 * DECODE_SLICE)]
+    loop, _ = make_running_loop({(TOPIC, 0): 0}, [first, second], commit)
+
+    async def scenario():
+        await loop.run_once()
+        assert loop._merger.buffered((TOPIC, 0)) == 3 * DECODE_SLICE  # decoded before the next run_once
+        await loop._drop_prefetch()
+
+    asyncio.run(scenario())
+    # decoded a slice at a time while the commit went on: it saw the buffer grow, not jump from 0 to all
+    assert 0 < min(n for n in seen_during_commit if n) < 3 * DECODE_SLICE
+
+
+def test_a_prefetch_inside_which_the_partitions_were_assigned_again_decodes_after_the_commit():
+    # The prefetching consume() runs a rebalance: on_assign seeks to the position stored before the commit
+    # (0) and forgets the buffers. Decoded at once, records 0 and 1, which the commit applies, would be
+    # buffered again; decoded after the commit moved the position to 2, they drop.
+    committed = []
+
+    async def commit(batch):
+        await asyncio.sleep(0.01)
+        committed.append([i.event.event_id for i in batch.items])
+
+    first = [FakeRecord(0, 0, state_bytes("a")), FakeRecord(0, 1, state_bytes("b"))]
+    after_assign = [FakeRecord(0, 0, state_bytes("a")), FakeRecord(0, 1, state_bytes("b")),
+                    FakeRecord(0, 2, state_bytes("c"))]
+    loop, _ = make_running_loop({(TOPIC, 0): 0}, [first, after_assign], commit)
+    consume = loop._consumer.consume
+
+    def consume_with_rebalance(n, timeout):
+        if loop._consumer.consumed == 1:  # the prefetch: on_assign, as the real callback schedules it
+            loop._loop.call_soon_threadsafe(loop._forget, (TOPIC, 0), False)
+        return consume(n, timeout)
+
+    loop._consumer.consume = consume_with_rebalance
+
+    async def scenario():
+        loop._loop = asyncio.get_running_loop()
+        await loop.run_once()
+        await loop.run_once()
+        await loop._drop_prefetch()
+
+    asyncio.run(scenario())
+    assert committed == [["a", "b"], ["c"]]
+    assert loop._positions[(TOPIC, 0)] == 3
+
+
+class LaggingConsumer(FakeConsumer):
+    """Partitions whose ends lie at `ends`: those fetched short of their end lag."""
+
+    def __init__(self, batches, ends):
+        super().__init__(batches)
+        self.ends = ends
+
+    def get_watermark_offsets(self, tp, cached=True):
+        return (0, self.ends.get((tp.topic, tp.partition), 0))
+
+    def pause(self, partitions):
+        pass
+
+    def resume(self, partitions):
+        pass
+
+
+def test_while_the_commit_runs_the_prefetch_fetches_again_for_a_partition_short_of_records():
+    batches = [[FakeRecord(0, i, state_bytes(f"e{i}"))] for i in range(3)]
+
+    def fetch_ahead(committing: bool) -> tuple[int, int]:
+        loop = make_loop({(TOPIC, 0): 0})
+        loop._consumer = LaggingConsumer([list(b) for b in batches], {(TOPIC, 0): 3})
+        loop._committing = committing
+        asyncio.run(loop._fetch(ahead=True))
+        return loop._consumer.consumed, loop._merger.buffered((TOPIC, 0))
+
+    assert fetch_ahead(committing=True) == (3, 3)  # until the partition no longer lags
+    assert fetch_ahead(committing=False) == (1, 1)  # the commit is done: the next batch is taken now
+
+
+def test_the_prefetch_stops_fetching_once_the_commit_is_done():
+    loop = make_loop({(TOPIC, 0): 0})
+    loop._consumer = LaggingConsumer([[FakeRecord(0, i, state_bytes(f"e{i}"))] for i in range(5)], {(TOPIC, 0): 5})
+    consume = loop._consumer.consume
+
+    def consume_and_finish_the_commit(n, timeout):
+        if loop._consumer.consumed == 1:
+            loop._committing = False
+        return consume(n, timeout)
+
+    loop._consumer.consume = consume_and_finish_the_commit
+    loop._committing = True
+    assert asyncio.run(loop._fetch(ahead=True)) == (1, [])
+    assert loop._consumer.consumed == 2 and loop._merger.buffered((TOPIC, 0)) == 2
 
 
 def test_a_refused_batch_drops_what_was_prefetched_and_resyncs():
