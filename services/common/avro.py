@@ -127,6 +127,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # what fastavro adds timestamp-micros
 
 
 _EXACT_FLOAT_MICROS = 2**32 * 1_000_000  # below this (the year 2106), micros / 1e6 is within 0.25 us of the instant
+_from_timestamp = datetime.fromtimestamp
 
 
 def _utc_from_micros(micros: int) -> datetime:
@@ -137,9 +138,6 @@ def _utc_from_micros(micros: int) -> datetime:
     if 0 <= micros < _EXACT_FLOAT_MICROS:
         return _from_timestamp(micros / 1e6, UTC)
     return _EPOCH + timedelta(0, 0, micros)
-
-
-_from_timestamp = datetime.fromtimestamp
 
 
 def _is_timestamp_micros(t: Any) -> bool:

@@ -370,10 +370,12 @@ class ConsumerLoop:
         if len(self._merger) >= BUFFER_BOUND // 2:
             return False
         lagging = [tp for tp, position in self._positions.items() if self._lags(tp, position)]
-        if not lagging:
-            return False
-        enough = max(1, self._max // (2 * len(lagging)))
+        enough = self._enough(lagging)
         return any(self._merger.buffered(tp) < enough for tp in lagging)
+
+    def _enough(self, lagging: list[tuple[str, int]]) -> int:
+        """What a batch wants buffered of each lagging partition so as not to stop short where one runs dry."""
+        return max(1, self._max // (2 * max(len(lagging), 1)))
 
     async def _next_records(self) -> tuple[int, list]:
         prefetch, self._prefetch = self._prefetch, None
@@ -426,18 +428,18 @@ class ConsumerLoop:
         if not batch.spans:
             return 0
         self._start_prefetch()
-        self._committing = True
         try:
-            await self._commit_whole_or_in_parts(batch)
+            self._committing = True
+            try:
+                await self._commit_whole_or_in_parts(batch)
+            finally:
+                self._committing = False  # the prefetch fetches no further (see _fetch)
         except StalePosition as exc:
-            self._committing = False
             metrics.STALE_BATCHES.labels(self._name).inc()
             log.warning("batch refused: position moved", extra={"fields": {"error": str(exc)}})
             await self._drop_prefetch()
             await self._resync()
             return 0
-        finally:
-            self._committing = False  # the prefetch fetches no further (see _fetch)
         self._after_commit(batch, started)
         return sum(n - s for s, n in batch.spans.values())
 
@@ -704,7 +706,7 @@ class ConsumerLoop:
         if not lagging or total >= 2 * self._max:
             self._filling_since = None
             return False
-        enough = max(1, self._max // (2 * len(lagging)))
+        enough = self._enough(lagging)
         if all(self._merger.buffered(tp) >= enough for tp in lagging):
             self._filling_since = None
             return False
