@@ -118,6 +118,15 @@ def produce_unit_facts(prepared, unit: str, now: datetime, facts: list[tuple], *
     produce_all(prepared, sorted(events, key=lambda e: e["recorded_at"]) if in_acceptance_order else events)
 
 
+def running_in_a_shift(run: str) -> list[tuple]:
+    """The opening facts of a unit (as produce_unit_facts takes them): registered, in a shift from 06:00 to
+    10:00, and RUNNING from 06:00; accepted 2 s and 1 s before `now`, and at `now`."""
+    return [("EquipmentRegistered", at(0), -2, {"name": "Press", "parent_id": None, "level": "work_unit",
+                                                "time_zone": None, "capacity_per_hour": None}),
+            ("ShiftScheduled", at(0), -1, {"shift_id": f"S-{run}", "starts_at": at(6), "ends_at": at(10), "breaks": []}),
+            ("MachineStateChanged", at(6), 0, {"state": "RUNNING", "reason_code": None})]
+
+
 async def build_live(prepared, settings):
     worker = build_worker(settings, lambda c: build_execution(settings, c))
     await run_until(worker, caught_up_everywhere(prepared, settings, worker.spec))
@@ -347,10 +356,7 @@ async def test_an_hour_whose_starting_state_was_recorded_after_it_closed_keeps_v
     run = uuid.uuid4().hex[:6]
     unit = f"acme{run}.berlin.assembly.line1.press08"
     now = datetime(2026, 3, 29, 20, tzinfo=UTC)
-    facts = [("EquipmentRegistered", at(0), -2, {"name": "Press", "parent_id": None, "level": "work_unit",
-                                                 "time_zone": None, "capacity_per_hour": None}),
-             ("ShiftScheduled", at(0), -1, {"shift_id": f"S-{run}", "starts_at": at(6), "ends_at": at(10), "breaks": []}),
-             ("MachineStateChanged", at(6), 0, {"state": "RUNNING", "reason_code": None}),
+    facts = [*running_in_a_shift(run),
              ("PartsProduced", at(6.5), 1, {"good": 5, "reject": 0, "order_id": None}),
              ("PartsProduced", at(7 + 10 / 60), 5, {"good": 3, "reject": 0, "order_id": None}),  # closes hour 06
              ("PartsProduced", at(7 + 40 / 60), 8, {"good": 2, "reject": 1, "order_id": None}),
@@ -382,10 +388,7 @@ async def test_a_lockout_recorded_after_its_hour_closed_revises_it_and_version_1
     run = uuid.uuid4().hex[:6]
     unit = f"acme{run}.berlin.assembly.line1.press09"
     now = datetime(2026, 3, 29, 20, tzinfo=UTC)
-    facts = [("EquipmentRegistered", at(0), -2, {"name": "Press", "parent_id": None, "level": "work_unit",
-                                                 "time_zone": None, "capacity_per_hour": None}),
-             ("ShiftScheduled", at(0), -1, {"shift_id": f"S-{run}", "starts_at": at(6), "ends_at": at(10), "breaks": []}),
-             ("MachineStateChanged", at(6), 0, {"state": "RUNNING", "reason_code": None}),
+    facts = [*running_in_a_shift(run),
              ("PartsProduced", at(7 + 10 / 60), 5, {"good": 3, "reject": 0, "order_id": None}),  # closes hour 06
              ("MachineStateChanged", at(8.25), 30, {"state": "IDLE", "reason_code": None}),  # closes hour 07
              ("EquipmentLockedOut", at(7 + 20 / 60), 40, {"work_order_id": f"MWO-{run}", "plan_id": None, "reason": None}),
@@ -415,10 +418,7 @@ async def test_an_hour_closed_while_a_lockout_was_open_keeps_it_in_its_versions_
     run = uuid.uuid4().hex[:6]
     unit = f"acme{run}.berlin.assembly.line1.press10"
     now = datetime(2026, 3, 29, 20, tzinfo=UTC)
-    facts = [("EquipmentRegistered", at(0), -2, {"name": "Press", "parent_id": None, "level": "work_unit",
-                                                 "time_zone": None, "capacity_per_hour": None}),
-             ("ShiftScheduled", at(0), -1, {"shift_id": f"S-{run}", "starts_at": at(6), "ends_at": at(10), "breaks": []}),
-             ("MachineStateChanged", at(6), 0, {"state": "RUNNING", "reason_code": None}),
+    facts = [*running_in_a_shift(run),
              ("EquipmentLockedOut", at(7), 1, {"work_order_id": f"MWO-{run}", "plan_id": None, "reason": None}),
              ("PartsProduced", at(8 + 10 / 60), 5, {"good": 3, "reject": 0, "order_id": None}),  # closes hour 07
              ("MachineStateChanged", at(9 + 10 / 60), 30, {"state": "IDLE", "reason_code": None}),  # closes hour 08
