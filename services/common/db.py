@@ -5,6 +5,7 @@ migrations never name a schema: `mom replay` rebuilds into a scratch schema with
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,6 +28,15 @@ def checked_schema(name: str) -> str:
     if not _IDENTIFIER.match(name):
         raise ValueError(f"database schema {name!r}: must be a lower-case SQL identifier")
     return name
+
+
+async def discard(conn: AsyncConnection) -> None:
+    """Close a connection for good: the server ends its session, and with it any session lock (returned to
+    the pool, it would keep it)."""
+    with contextlib.suppress(Exception):
+        await conn.invalidate()
+    with contextlib.suppress(Exception):
+        await conn.close()
 
 
 def make_engine(database_url: str, schema: str, *, pool_size: int = 4) -> AsyncEngine:

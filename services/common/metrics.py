@@ -37,6 +37,9 @@ PARTITION_REFETCHES = Counter(
 HELD_BY_OTHER_WORKERS = Gauge(
     "mom_held_by_other_workers", "1 while this worker's next events wait for an earlier one that another worker of its "
     "service holds and has not folded yet (see docs/operations.md), else 0.", ["service"])
+WORKER_ACTIVE = Gauge(
+    "mom_worker_active", "1 while this worker consumes, 0 while it stands by because another worker of its service "
+    "consumes (a service with no input topic apart: see docs/operations.md).", ["service"])
 STALE_BATCHES = Counter(
     "mom_stale_batches_total", "Batches refused because another worker had moved the position.", ["service"])
 LAST_PROGRESS = Gauge(

@@ -38,7 +38,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common import metrics
-from services.common.db import Int8Array
+from services.common.db import Int8Array, discard
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class OutboxRelay:
             locked = (await conn.execute(text(f"SELECT pg_try_advisory_lock({_LOCK})"))).scalar()
             await conn.commit()
         except BaseException:
-            await _discard(conn)
+            await discard(conn)
             raise
         if not locked:
             await conn.close()
@@ -255,7 +255,7 @@ class OutboxRelay:
         producer, reader, lock = self._producer, self._reader, self._lock
         self._producer = self._reader = self._lock = None
         if lock is not None:
-            await _discard(lock)
+            await discard(lock)
             metrics.OUTBOX_LEADER.labels(self._service).set(0)
         if producer is not None or reader is not None:
             try:
@@ -366,11 +366,3 @@ def _close_clients(producer: Producer | None, reader: Consumer | None) -> None:
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
-
-
-async def _discard(conn: AsyncConnection) -> None:
-    """Close a connection for good (the server ends its session, and with it any session lock)."""
-    with contextlib.suppress(Exception):
-        await conn.invalidate()
-    with contextlib.suppress(Exception):
-        await conn.close()

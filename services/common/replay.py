@@ -5,9 +5,10 @@ by the same migrations, thanks to search_path), up to the end offsets its input 
 replay began. Derived events are not published again: they are on their topic already.
 
 With `workers` N, N processes each fold a share of the input partitions, assigned by hand
-(`ConsumerLoop.read_only`) as Kafka's range assignor would split them, and keep one acceptance order
-between them as live workers do (docs/architecture.md, "Several workers of one service"): the tables
-are the same for any N. Work a projector defers to the end of a replay (see `ConsumerLoop.settle`)
+(`ConsumerLoop.read_only`): the partitions of the topics the service declares apart as Kafka's range
+assignor would split them, every other partition in the first process (`shares`). They keep one
+acceptance order between them as live workers do (docs/architecture.md, "Several workers of one
+service"): the tables are the same for any N. Work a projector defers to the end of a replay (see `ConsumerLoop.settle`)
 depends on the folded facts alone; once the fold is done, each process settles its share of it
 (execution: every N-th unit's periods).
 """
@@ -102,6 +103,16 @@ def ranges(partitions: list[tuple[str, int]], workers: int) -> list[list[tuple[s
     return shares
 
 
+def shares(partitions: list[tuple[str, int]], workers: int, apart: tuple[str, ...]) -> list[list[tuple[str, int]]]:
+    """Each process's share of a replay: the partitions of the topics the service declares apart
+    (ServiceSpec.partitions_apart) in ranges, as the range assignor splits them; those of every other topic
+    to the first process. Split among processes, the latter would be folded by turns, a few events a turn
+    where they interleave (services/common/active.py); in one process they are merged as they come."""
+    split = ranges([tp for tp in partitions if tp[0] in apart], workers)
+    split[0] = sorted(split[0] + [tp for tp in partitions if tp[0] not in apart])
+    return split
+
+
 def _helper(settings: Settings, make_spec: Callable[[Settings, Catalogue], ServiceSpec], share: tuple[int, int],
             partitions: list[tuple[str, int]], timeout_s: float, folded: Any, applied: Any) -> None:
     """A further process of a rebuild: fold `partitions` until the fold is done everywhere (`folded`, a
@@ -190,9 +201,9 @@ async def rebuild(settings: Settings, make_spec: Callable[[Settings, Catalogue],
     targets = end_offsets(replay_settings.kafka, worker.spec.input_topics)
     total = sum(targets.values())
     started = time.monotonic()
-    shares = ranges(sorted(targets), workers)
-    worker.loop.read_only(shares[0])
-    helpers = _Helpers(shares, settings.service, replay_settings, make_spec, timeout_s)
+    split = shares(sorted(targets), workers, worker.spec.partitions_apart)
+    worker.loop.read_only(split[0])
+    helpers = _Helpers(split, settings.service, replay_settings, make_spec, timeout_s)
     applied_before = _applied(worker.spec.name)
     task = asyncio.create_task(worker.loop.run())
     try:

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import kafka
 from services.common import logging as mom_logging
+from services.common.active import ActiveLock
 from services.common.avro import codec_for
 from services.common.catalogue import Catalogue
 from services.common.db import make_engine
@@ -42,6 +43,7 @@ class Worker:
     relay: OutboxRelay
     consumer: Consumer
     ends_reader: Consumer  # the loop's question for partition ends (kafka.ends_reader)
+    active: ActiveLock | None = None  # one active worker of the service, the others standing by (see serve)
 
     async def close(self, loop_task: asyncio.Task | None = None, relay_task: asyncio.Task | None = None) -> None:
         """Stop the loop and then the relay, wait for the tasks running them, close the Kafka clients (in
@@ -56,7 +58,13 @@ class Worker:
         await asyncio.to_thread(self.ends_reader.close)
         await self.engine.dispose()
 
+    @property
+    def standing_by(self) -> bool:
+        return self.active is not None and self.active.standing_by
+
     async def healthz(self, _request: web.Request) -> web.Response:
+        if self.standing_by:
+            return web.json_response({"status": "standby"})
         silent_for = time.time() - self.loop.last_progress
         if silent_for > LIVENESS_WINDOW_S:
             return web.json_response({"status": "stalled", "silent_for_s": round(silent_for, 1)}, status=503)
@@ -64,7 +72,9 @@ class Worker:
 
     async def readyz(self, _request: web.Request) -> web.Response:
         problems = []
-        if not self.loop.assigned.is_set():
+        if self.standing_by:  # ready to take over; it joins the consumer group when it does
+            pass
+        elif not self.loop.assigned.is_set():
             problems.append("not yet a member of the consumer group")
         try:
             async with self.engine.connect() as conn:
@@ -73,6 +83,8 @@ class Worker:
             problems.append(f"database: {str(exc)[:200]}")
         if problems:
             return web.json_response({"status": "not ready", "problems": problems}, status=503)
+        if self.standing_by:
+            return web.json_response({"status": "standby"})
         return web.json_response({"status": "ready", "positions": self.loop.lags()})
 
 
@@ -95,7 +107,9 @@ def build_worker(settings: Settings, make_spec: Callable[[Catalogue], ServiceSpe
         batch_max_idle_s=settings.batch_max_idle_s,
         on_commit=relay.wake, ends_reader=ends,
     )
-    return Worker(settings, spec, engine, loop, relay, consumer, ends)
+    # Without a topic apart, workers would fold by turns (see services/common/active.py): one consumes.
+    active = None if spec.partitions_apart else ActiveLock(engine, settings.service)
+    return Worker(settings, spec, engine, loop, relay, consumer, ends, active)
 
 
 GC_THRESHOLDS = (100_000, 10, 10)  # the youngest generation collected at 100,000 more live objects, not 700
@@ -145,10 +159,11 @@ async def serve(worker: Worker) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         aio.add_signal_handler(sig, stop.set)
     log.info("started", extra={"fields": {"port": worker.settings.http_port, "topics": worker.spec.input_topics}})
-    loop_task = asyncio.create_task(worker.loop.run(), name="consumer-loop")
+    loop_task = asyncio.create_task(consume(worker, stop), name="consumer-loop")
     relay_task = asyncio.create_task(worker.relay.run(), name="outbox-relay")
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({loop_task, relay_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
     worker.loop.stop()
     for task in done:
         if task is not stopper and task.exception() is not None:
@@ -160,6 +175,27 @@ async def serve(worker: Worker) -> None:
     failed = [t for t in (loop_task, relay_task) if t.done() and not t.cancelled() and t.exception()]
     if failed:
         raise SystemExit(1)
+
+
+async def consume(worker: Worker, stop: asyncio.Event) -> None:
+    """The consumer loop: at once, or, for a service whose workers elect one to consume (Worker.active),
+    once this worker holds the lock and for as long as it does (ActiveLost if another took it over)."""
+    if worker.active is None:
+        await worker.loop.run()
+        return
+    if not await worker.active.acquire(stop):
+        return
+    loop_task = asyncio.create_task(worker.loop.run(), name="consumer-loop-active")
+    watch = asyncio.create_task(worker.active.watch(), name="active-lock")
+    try:
+        done, _ = await asyncio.wait({loop_task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()  # the loop's failure, or ActiveLost
+    finally:
+        worker.loop.stop()
+        watch.cancel()
+        await asyncio.gather(loop_task, watch, return_exceptions=True)
+        await worker.active.release()
 
 
 def run_service(settings: Settings, make_spec: Callable[[Settings, Catalogue], ServiceSpec]) -> None:

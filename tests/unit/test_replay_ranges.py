@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.common.replay import ranges
+from services.common.replay import ranges, shares
 
 
 def test_consecutive_partitions_per_topic_the_first_workers_one_more():
@@ -46,3 +46,24 @@ def test_a_replay_of_execution_by_two_processes_splits_the_plan_and_machine_topi
         [(machine, 0), (machine, 1), (machine, 2), (plan, 0), (plan, 1)],
         [(machine, 3), (machine, 4), (machine, 5), (plan, 2)],
     ]
+
+
+def test_a_replay_splits_only_the_topics_apart_and_the_first_process_reads_all_others():
+    plan, machine, operator = "mom.plan.events", "mom.machine.events", "mom.operator.events"
+    partitions = [(plan, p) for p in range(3)] + [(machine, p) for p in range(6)] + [(operator, p) for p in range(2)]
+    assert shares(partitions, 2, (machine,)) == [
+        [(machine, 0), (machine, 1), (machine, 2), (operator, 0), (operator, 1), (plan, 0), (plan, 1), (plan, 2)],
+        [(machine, 3), (machine, 4), (machine, 5)],
+    ]
+    # a service with no topic apart (quality, maintenance, inventory): one process folds, the others settle
+    assert shares(partitions, 3, ()) == [sorted(partitions), [], []]
+
+
+@given(st.dictionaries(st.sampled_from("abcd"), st.integers(1, 12), min_size=1), st.integers(1, 5),
+       st.sets(st.sampled_from("abcd")))
+def test_a_replays_shares_cover_every_partition_once(topics, workers, apart):
+    partitions = [(t, p) for t, n in topics.items() for p in range(n)]
+    split = shares(partitions, workers, tuple(apart))
+    assert len(split) == workers
+    assert sorted(tp for share in split for tp in share) == sorted(partitions)
+    assert all(t in apart for share in split[1:] for t, _ in share)
