@@ -125,8 +125,28 @@ def loop_overhead(ctx: Context) -> dict:
     return _result(timed.events, timed.seconds,
                    "python -m bench.overhead_worker: the shared worker host and ConsumerLoop with a trivial projector "
                    "(per-unit counters, one unnest upsert per batch), timed from the first committed position to the last; "
-                   f"counters {'OK' if ok else 'WRONG'}: events, good, reject, processed_events {found} (expected {want})",
-                   kind="throughput", projection_ok=ok, rss_mb=timed.rss_mb, wall_from_process_start_s=timed.wall_s)
+                   f"counters {'OK' if ok else 'WRONG'}: events, good, reject, processed_events {found} (expected {want})"
+                   + _cpu_note(extra := _cpu_figures(timed)),
+                   kind="throughput", projection_ok=ok, rss_mb=timed.rss_mb, wall_from_process_start_s=timed.wall_s, **extra)
+
+
+def _cpu_figures(timed) -> dict:
+    """The worker's own CPU time (less moved by other load on a shared machine than wall time), and per event
+    the CPU of the worker, the whole machine, PostgreSQL and Kafka, and what the host took for others."""
+    extra: dict = {}
+    if timed.cpu_s:
+        extra.update(worker_cpu_s=timed.cpu_s, events_per_cpu_s=round(timed.events / timed.cpu_s, 1))
+    if timed.stack_cpu_s.get("machine"):
+        extra["cpu_us_per_event"] = {k: round(1e6 * v / timed.events, 1) for k, v in
+                                     {"worker": timed.cpu_s or 0.0, **timed.stack_cpu_s}.items()}
+    return extra
+
+
+def _cpu_note(extra: dict) -> str:
+    note = f"; worker CPU {extra['worker_cpu_s']} s, {extra['events_per_cpu_s']:,.0f} events per CPU second" if "worker_cpu_s" in extra else ""
+    if "cpu_us_per_event" in extra:
+        note += f"; CPU per event (us): {', '.join(f'{k} {v}' for k, v in extra['cpu_us_per_event'].items())}"
+    return note
 
 
 # the services ---------------------------------------------------------------------------------------
@@ -186,9 +206,7 @@ def service(ctx: Context, workload: Workload, n: int, *, replay_events: int, lat
         return {name: {**_failed(exc, name), "kind": "throughput", "service": name}}
     ok, check = workload.check(timed.found, expected)
     rss = timed.rss_mb
-    extra = {}
-    if timed.cpu_s:  # the worker's own CPU time: less moved by other load on a shared machine than wall time
-        extra.update(worker_cpu_s=timed.cpu_s, events_per_cpu_s=round(timed.events / timed.cpu_s, 1))
+    extra = _cpu_figures(timed)
     if workload.per_event:
         unit, per = workload.per_event
         extra[f"{unit}_per_s"] = round(timed.events_per_s * per, 1)
@@ -196,7 +214,7 @@ def service(ctx: Context, workload: Workload, n: int, *, replay_events: int, lat
         f"python -m services.{name} (one worker), {workload.describe}; Kafka to committed projection, timed from the "
         f"first committed position to the last; {n:,} events; RSS start {rss.get('start')} MB, peak {rss.get('peak')} MB, "
         f"end {rss.get('end')} MB ({'flat' if rss.get('flat') else 'GROWING'}); {check}"
-        + (f"; worker CPU {timed.cpu_s} s, {extra['events_per_cpu_s']:,.0f} events per CPU second" if timed.cpu_s else "")),
+        + _cpu_note(extra)),
         kind="throughput", service=name, projection_ok=ok, rss_mb=rss, wall_from_process_start_s=timed.wall_s, **extra)
     for workers, r in timed.replays.items():
         key = f"{name}.replay" if workers == 1 else f"{name}.replay_{workers}w"

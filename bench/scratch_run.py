@@ -59,6 +59,7 @@ class Timed:
     wall_s: float     # from process start to the last commit
     replays: dict[int, dict] = field(default_factory=dict)  # worker processes -> the replay's result
     cpu_s: float | None = None  # the worker's CPU seconds over `seconds`
+    stack_cpu_s: dict[str, float] = field(default_factory=dict)  # machine, postgres, kafka: CPU seconds over `seconds`
 
     @property
     def events_per_s(self) -> float:
@@ -126,6 +127,32 @@ def cpu_s(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14 and 15)
+
+
+def machine_cpu_s() -> dict[str, float]:
+    """CPU seconds used so far: by the whole machine (every core, /proc/stat), by the stack's PostgreSQL
+    (every `postgres` process) and Kafka (`java`) processes, and stolen by the host. Differences over a
+    run say where the machine's CPU went besides the worker; a PostgreSQL backend that exits meanwhile
+    drops out of its sum, the machine's total keeps it."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"machine": 0.0, "postgres": 0.0, "kafka": 0.0, "steal": 0.0}
+    try:  # user nice system idle iowait irq softirq steal: busy is all but idle, iowait and steal
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+        out["machine"] = (sum(fields[0:3]) + fields[5] + fields[6]) / tick
+        out["steal"] = fields[7] / tick  # taken by the host for others: a sign of a noisy neighbour
+    except (OSError, ValueError, IndexError):
+        pass
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.find("(") + 1:text.rfind(")")]
+        kind = "postgres" if name.startswith("postgres") else "kafka" if name == "java" else None
+        if kind is not None:
+            rest = text.rpartition(")")[2].split()
+            out[kind] += (int(rest[11]) + int(rest[12])) / tick
+    return out
 
 
 def rss_summary(samples: Sequence[tuple[float, float]], at_first_commit: float | None = None) -> dict:
@@ -257,6 +284,7 @@ class Watched:
     wall_s: float     # from the call (about the process start) to the target
     rss_mb: dict
     cpu_s: float | None = None  # the process's CPU seconds over the same span as `seconds`
+    stack_cpu_s: dict[str, float] = field(default_factory=dict)  # machine, postgres, kafka: CPU seconds over `seconds`
 
 
 def watch(proc: subprocess.Popen, progress: Callable[[], int], target: int, alive: Callable[[], None],
@@ -265,6 +293,7 @@ def watch(proc: subprocess.Popen, progress: Callable[[], int], target: int, aliv
     began = time.perf_counter()
     samples: list[tuple[float, float]] = []
     first_t = first_n = at_first_commit = first_cpu = None
+    first_stack: dict[str, float] = {}
     last_sample = -1.0
     while True:
         alive()
@@ -277,9 +306,9 @@ def watch(proc: subprocess.Popen, progress: Callable[[], int], target: int, aliv
         done = progress()
         if done > 0 and first_t is None:
             first_t, first_n, at_first_commit = time.perf_counter(), done, rss_mb(proc.pid)
-            first_cpu = cpu_s(proc.pid)
+            first_cpu, first_stack = cpu_s(proc.pid), machine_cpu_s()
         if done >= target:
-            done_t, done_cpu = time.perf_counter(), cpu_s(proc.pid)
+            done_t, done_cpu, done_stack = time.perf_counter(), cpu_s(proc.pid), machine_cpu_s()
             break
         if now - began > timeout_s:
             raise RuntimeError(f"{name}: only {done:,} of {target:,} events after {timeout_s:.0f} s")
@@ -289,7 +318,8 @@ def watch(proc: subprocess.Popen, progress: Callable[[], int], target: int, aliv
         samples.append((time.perf_counter() - began, final))
     return Watched(first_n=first_n, seconds=done_t - first_t, wall_s=round(done_t - began, 2),
                    rss_mb=rss_summary(samples, at_first_commit),
-                   cpu_s=round(done_cpu - first_cpu, 2) if done_cpu is not None and first_cpu is not None else None)
+                   cpu_s=round(done_cpu - first_cpu, 2) if done_cpu is not None and first_cpu is not None else None,
+                   stack_cpu_s={k: round(done_stack[k] - first_stack.get(k, 0.0), 2) for k in done_stack})
 
 
 def timed_worker(ctx, service: str, events: Iterable[tuple[str, dict]] | None, query: str, *,
@@ -317,7 +347,7 @@ def timed_worker(ctx, service: str, events: Iterable[tuple[str, dict]] | None, q
             replayed[workers] = replay(ctx, service, target_schema, tail_start(worker.start_offsets, end, replay_events),
                                        {**worker.env, "MOM_GROUP_ID": f"bench-{worker.name}-{worker.run}"}, workers)
     return Timed(events=target - watched.first_n, seconds=watched.seconds, found=found, rss_mb=watched.rss_mb,
-                 wall_s=watched.wall_s, replays=replayed, cpu_s=watched.cpu_s)
+                 wall_s=watched.wall_s, replays=replayed, cpu_s=watched.cpu_s, stack_cpu_s=watched.stack_cpu_s)
 
 
 def replay(ctx, service: str, schema: str, start: Offsets, env: Mapping[str, str], workers: int = 1) -> dict:
