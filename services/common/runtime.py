@@ -185,6 +185,7 @@ async def consume(worker: Worker, stop: asyncio.Event) -> None:
         return
     if not await worker.active.acquire(stop):
         return
+    worker.loop.last_progress = time.time()  # a standby made none: /healthz counts from taking over
     loop_task = asyncio.create_task(worker.loop.run(), name="consumer-loop-active")
     watch = asyncio.create_task(worker.active.watch(), name="active-lock")
     try:
