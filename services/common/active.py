@@ -66,7 +66,7 @@ class ActiveLock:
     async def acquire(self, stop: asyncio.Event) -> bool:
         """Wait until this worker holds the lock (True), or until `stop` is set (False)."""
         metrics.WORKER_ACTIVE.labels(self._service).set(0)
-        said = False
+        said = away = False
         while not stop.is_set():
             try:
                 if await self._try():
@@ -74,11 +74,14 @@ class ActiveLock:
                     metrics.WORKER_ACTIVE.labels(self._service).set(1)
                     log.info("active: this worker consumes")
                     return True
+                away = False
                 if not said:
                     log.info("standing by: another worker of the service consumes", extra={"fields": {"poll_s": LEAD_POLL_S}})
                     said = True
             except Exception as exc:  # the database away: a standby waits for it like the loop does
-                log.warning("standby lock not asked: database unavailable", extra={"fields": {"error": str(exc)[:300]}})
+                if not away:  # once an outage, not every poll
+                    log.warning("standby lock not asked: database unavailable", extra={"fields": {"error": str(exc)[:300]}})
+                    away = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), LEAD_POLL_S)
         return False

@@ -98,3 +98,40 @@ async def test_a_standby_asked_to_stop_never_consumes():
     stop.set()
     await asyncio.wait_for(task, 1)
     assert not loop.running.is_set() and not lock.released
+
+
+class Granting:
+    """A connection on which pg_try_advisory_lock answers true."""
+
+    async def execute(self, _statement):
+        return SimpleNamespace(scalar=lambda: True)
+
+    async def commit(self) -> None: ...
+    async def close(self) -> None: ...
+    async def invalidate(self) -> None: ...
+
+
+class AwayThenBack:
+    """An engine whose database is away for the first `away` connection attempts."""
+
+    def __init__(self, away: int) -> None:
+        self.away = away
+
+    async def connect(self):
+        if self.away:
+            self.away -= 1
+            raise OSError("connection refused")
+        return Granting()
+
+
+async def test_a_standby_says_once_that_the_database_is_away_and_takes_the_lock_when_it_is_back(monkeypatch, caplog):
+    from services.common import active
+
+    monkeypatch.setattr(active, "LEAD_POLL_S", 0.01)
+    lock = active.ActiveLock(AwayThenBack(away=5), "quality")  # type: ignore[arg-type]
+    with caplog.at_level("INFO", logger="services.common.active"):
+        assert await asyncio.wait_for(lock.acquire(asyncio.Event()), 5)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("standby lock not asked: database unavailable") == 1
+    assert messages[-1] == "active: this worker consumes" and not lock.standing_by
+    await lock.release()
