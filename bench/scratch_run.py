@@ -120,13 +120,18 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def _stat_cpu_s(stat: str) -> float:
+    """User plus system CPU seconds from the text of a /proc/<pid>/stat (fields 14 and 15, after the name)."""
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_s(pid: int) -> float | None:
     """User plus system CPU seconds the process has used so far (/proc/<pid>/stat), or None once it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return _stat_cpu_s(Path(f"/proc/{pid}/stat").read_text())
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14 and 15)
 
 
 def machine_cpu_s() -> dict[str, float]:
@@ -150,8 +155,7 @@ def machine_cpu_s() -> dict[str, float]:
         name = text[text.find("(") + 1:text.rfind(")")]
         kind = "postgres" if name.startswith("postgres") else "kafka" if name == "java" else None
         if kind is not None:
-            rest = text.rpartition(")")[2].split()
-            out[kind] += (int(rest[11]) + int(rest[12])) / tick
+            out[kind] += _stat_cpu_s(text)
     return out
 
 

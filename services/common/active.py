@@ -28,7 +28,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common import metrics
-from services.common.db import discard
+from services.common.db import discard, try_session_lock
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +50,8 @@ class ActiveLock:
 
     async def _try(self) -> bool:
         """One attempt to take the lock, on a connection of its own that keeps it (a session lock)."""
-        conn = await self._engine.connect()
-        try:
-            locked = bool((await conn.execute(text(f"SELECT pg_try_advisory_lock({_LOCK})"))).scalar())
-            await conn.commit()
-        except BaseException:
-            await discard(conn)
-            raise
-        if not locked:
-            await conn.close()  # back to the pool: it holds no lock
-            return False
-        self._conn = conn
-        return True
+        self._conn = await try_session_lock(self._engine, _LOCK)
+        return self._conn is not None
 
     async def acquire(self, stop: asyncio.Event) -> bool:
         """Wait until this worker holds the lock (True), or until `stop` is set (False)."""

@@ -39,6 +39,23 @@ async def discard(conn: AsyncConnection) -> None:
         await conn.close()
 
 
+async def try_session_lock(engine: AsyncEngine, key_sql: str) -> AsyncConnection | None:
+    """One attempt at a session advisory lock (`key_sql`, an SQL expression of the key), on a connection of
+    its own: that connection while it holds the lock (`discard` it to let go), None if another session holds
+    it (the connection goes back to the pool, holding nothing)."""
+    conn = await engine.connect()
+    try:
+        locked = (await conn.execute(text(f"SELECT pg_try_advisory_lock({key_sql})"))).scalar()
+        await conn.commit()
+    except BaseException:
+        await discard(conn)
+        raise
+    if not locked:
+        await conn.close()
+        return None
+    return conn
+
+
 def make_engine(database_url: str, schema: str, *, pool_size: int = 4) -> AsyncEngine:
     """The service's engine: sessions in its schema, in the time zone `UTC` by that name, and without JIT.
 

@@ -38,7 +38,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common import metrics
-from services.common.db import Int8Array, discard
+from services.common.db import Int8Array, discard, try_session_lock
 
 log = logging.getLogger(__name__)
 
@@ -203,15 +203,8 @@ class OutboxRelay:
         if self._producer is not None:
             return True
         assert self._clients is not None and self._marker_topic is not None, "a relay that publishes needs clients"
-        conn = await self._engine.connect()
-        try:
-            locked = (await conn.execute(text(f"SELECT pg_try_advisory_lock({_LOCK})"))).scalar()
-            await conn.commit()
-        except BaseException:
-            await discard(conn)
-            raise
-        if not locked:
-            await conn.close()
+        conn = await try_session_lock(self._engine, _LOCK)
+        if conn is None:
             return False
         self._lock = conn
         started = time.monotonic()

@@ -72,9 +72,7 @@ class Worker:
 
     async def readyz(self, _request: web.Request) -> web.Response:
         problems = []
-        if self.standing_by:  # ready to take over; it joins the consumer group when it does
-            pass
-        elif not self.loop.assigned.is_set():
+        if not self.standing_by and not self.loop.assigned.is_set():  # a standby joins the group when it takes over
             problems.append("not yet a member of the consumer group")
         try:
             async with self.engine.connect() as conn:
